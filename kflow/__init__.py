@@ -1,0 +1,48 @@
+"""kflow: from data to a deployed Keras model, with the field's good practices built in.
+
+Importing `kflow` is cheap: TensorFlow and Keras load on first use of a
+function that needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it (loaded lazily).
+_EXPORTS = {
+    "Recipe": "kflow.recipe.base",
+    "LayerChoices": "kflow.recipe.base",
+    "hp": "kflow.recipe",
+    "resolve_recipe": "kflow.recipe.overrides",
+    "list_recipes": "kflow.recipe.registry",
+    "get_recipe_class": "kflow.recipe.registry",
+    "train": "kflow.train.engine",
+    "Run": "kflow.train.run",
+    "load_run": "kflow.train.run",
+    "KflowError": "kflow.errors",
+    "ConfigError": "kflow.errors",
+    "DataError": "kflow.errors",
+    "RunError": "kflow.errors",
+}
+_SUBMODULES = ("blocks", "optim", "data", "train", "recipe", "errors")
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"kflow.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'kflow' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,5 @@
+import sys
+
+from kflow.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,86 @@
+"""The `kflow` command line: parse, call the library, print."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from kflow.cli import recipes as recipes_cmd
+from kflow.cli import train as train_cmd
+
+COMMANDS = {
+    "train": train_cmd,
+    "recipes": recipes_cmd,
+}
+
+DESCRIPTION = """\
+kflow trains Keras models from declared recipes, with the good practices built in.
+
+examples:
+  kflow recipes                          list the recipes
+  kflow recipes show digits-cnn          hyperparameters of one recipe
+  kflow train digits-cnn                 train, evaluate, write runs/digits-cnn-*/
+  kflow train digits-cnn --set dropout=0.3 --set optimizer.learning_rate=3e-4
+  kflow train my.yaml --epochs 5         a YAML file: 'recipe: NAME' plus overrides
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kflow", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks and TensorFlow's logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        module.add_parser(sub)
+    return parser
+
+
+class _ArgumentError(Exception):
+    pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if not debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from kflow.errors import KflowError
+
+    try:
+        if getattr(args, "needs_tensorflow", False) and not debug:
+            from kflow.cli.quiet import import_tensorflow_quietly
+
+            import_tensorflow_quietly()
+        return int(args.func(args) or 0)
+    except KflowError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"kflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kflow: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, not a wall of text
+        if debug:
+            traceback.print_exc()
+        else:
+            msg = str(exc).strip().splitlines()
+            print(f"kflow: error: {type(exc).__name__}: {msg[0] if msg else ''} "
+                  "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

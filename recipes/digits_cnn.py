@@ -1,0 +1,37 @@
+"""digits-cnn: a small convolutional network on scikit-learn's 8x8 digits."""
+
+import dataclasses
+
+from kflow import LayerChoices, Recipe, hp
+from kflow.blocks.layers import conv_block, dense_block
+from kflow.data import load_sklearn
+
+
+class DigitsCNN(LayerChoices, Recipe):
+    """Conv blocks (conv -> BN -> ReLU, max-pool) then a dense block on 8x8x1 digits."""
+
+    name = "digits-cnn"
+    description = "CNN with conv blocks on scikit-learn digits as 8x8x1 images (10 classes)."
+    defaults = {"dropout": 0.25, "epochs": 40}
+
+    filters = hp.Int(32, low=1, doc="Filters of the first conv stage (doubled each stage).",
+                     search=(8, 64, "log"))
+    stages = hp.Int(2, low=1, high=3, doc="Conv stages (two convs + 2x2 max-pool each).",
+                    search=(1, 3))
+    dense_units = hp.Int(128, low=1, doc="Units of the dense block before the head.",
+                         search=(32, 256, "log"))
+
+    def load_data(self):
+        return load_sklearn("digits", images=True)
+
+    def build_backbone(self, x):
+        import keras
+
+        style = self.layer_style()
+        conv_style = dataclasses.replace(style, dropout=0.0)
+        for stage in range(self.stages):
+            f = self.filters * 2**stage
+            x = conv_block(x, f, conv_style, f"stage{stage}_conv0")
+            x = conv_block(x, f, conv_style, f"stage{stage}_conv1", pool="max")
+        x = keras.layers.Flatten(name="flatten")(x)
+        return dense_block(x, self.dense_units, style, "dense")
