@@ -177,7 +177,9 @@ def test_seed_is_reproducible_and_differs_per_layer():
         x = dense_block(inputs, 6, LayerStyle(seed=seed), name="a")
         x = dense_block(x, 6, LayerStyle(seed=seed), name="b")
         model = keras.Model(inputs, x)
-        return [keras.ops.convert_to_numpy(model.get_layer(n).kernel) for n in ("a_dense", "b_dense")]
+        return [
+            keras.ops.convert_to_numpy(model.get_layer(n).kernel) for n in ("a_dense", "b_dense")
+        ]
 
     a1, b1 = kernels(3)
     a2, b2 = kernels(3)

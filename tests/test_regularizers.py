@@ -16,7 +16,9 @@ from kflow.errors import ConfigError, UnknownNameError  # noqa: E402
 def model_with(regularizer):
     inputs = keras.Input((4,))
     dense = keras.layers.Dense(
-        3, kernel_initializer=keras.initializers.RandomNormal(seed=0), kernel_regularizer=regularizer
+        3,
+        kernel_initializer=keras.initializers.RandomNormal(seed=0),
+        kernel_regularizer=regularizer,
     )
     model = keras.Model(inputs, dense(inputs))
     return model, keras.ops.convert_to_numpy(dense.kernel)
@@ -63,7 +65,8 @@ def test_zero_strength_is_allowed():
 
 
 @pytest.mark.parametrize(
-    "strength, shown", [(-1.0, "-1.0"), (-1, "-1"), (float("nan"), "nan"), ("0.1", "'0.1'"), (True, "True")]
+    "strength, shown",
+    [(-1.0, "-1.0"), (-1, "-1"), (float("nan"), "nan"), ("0.1", "'0.1'"), (True, "True")],
 )
 def test_bad_strength(strength, shown):
     message = f"The regularizer strength must be a float >= 0. Got {shown} instead."

@@ -21,6 +21,7 @@ For the truncated normals, Keras scales the pre-truncation stddev by
 
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING, Any
 
 from kflow._registry import Registry
@@ -154,9 +155,10 @@ def get_initializer(
         ConfigError: For an unknown name (listing the valid ones) or invalid
             arguments.
     """
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
         raise ConfigError(f"The seed must be an int or None. Got {seed!r} instead.")
     kwargs: dict[str, Any] = {}
+    seed = None if seed is None else int(seed)
     if seed is not None and not (isinstance(identifier, dict) and "seed" in identifier):
         kwargs["seed"] = seed
     try:

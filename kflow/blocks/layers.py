@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import zlib
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +114,7 @@ class LayerStyle:
         strength = self.regularizer_strength
         if (
             isinstance(strength, bool)
-            or not isinstance(strength, (int, float))
+            or not isinstance(strength, numbers.Real)
             or not math.isfinite(strength)
             or strength < 0
         ):
@@ -121,7 +122,7 @@ class LayerStyle:
         set_("regularizer_strength", float(strength))
 
         rate = self.dropout
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
             raise _param_error("dropout", "a float in the range [0.0, 1.0)", rate)
         set_("dropout", float(rate))
 
@@ -139,9 +140,11 @@ class LayerStyle:
         set_("batch_norm", mode)
 
         if self.seed is not None and (
-            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+            isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
         ):
             raise _param_error("seed", "an int or None", self.seed)
+        if self.seed is not None:
+            set_("seed", int(self.seed))
 
     def replace(self, **changes: Any) -> LayerStyle:
         """Returns a copy with some fields changed (and validated)."""
@@ -226,7 +229,7 @@ def _normalize_activate(x, style: LayerStyle, prefix: str, suffix: str = ""):
 
 
 def _check_positive_int(field: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ConfigError(f"'{field}' must be an int >= 1. Got {value!r} instead.")
 
 

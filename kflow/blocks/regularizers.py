@@ -16,6 +16,7 @@ decay `2 * s * w` on the gradient.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import TYPE_CHECKING, Any
 
 from kflow._registry import Registry
@@ -39,7 +40,7 @@ def validate_strength(strength: Any, what: str = "regularizer strength") -> floa
     """
     if (
         isinstance(strength, bool)
-        or not isinstance(strength, (int, float))
+        or not isinstance(strength, numbers.Real)
         or not math.isfinite(strength)
         or strength < 0
     ):

@@ -20,6 +20,7 @@ every optimizer; `adamw` defaults it to 0.004 (Keras' default).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import TYPE_CHECKING, Any
 
 from kflow._registry import Registry
@@ -99,7 +100,7 @@ def _check_float(
 ) -> float:
     bad = (
         isinstance(value, bool)
-        or not isinstance(value, (int, float))
+        or not isinstance(value, numbers.Real)
         or not math.isfinite(value)
         or (value <= low if low_open else value < low)
         or (value >= high if high_open else value > high)
@@ -119,7 +120,7 @@ def _check_learning_rate(learning_rate: Any) -> Any:
 
     if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
         return learning_rate
-    if callable(learning_rate) and not isinstance(learning_rate, (int, float)):
+    if callable(learning_rate) and not isinstance(learning_rate, numbers.Real):
         return learning_rate
     return _check_float("learning_rate", learning_rate, 0.0, low_open=True)
 

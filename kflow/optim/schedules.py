@@ -18,6 +18,7 @@ Warmup rises linearly from 0 at step 0 to `lr` at step
 from __future__ import annotations
 
 import math
+import numbers
 from typing import TYPE_CHECKING, Any
 
 from kflow._registry import Registry
@@ -91,7 +92,7 @@ def _number(
 ) -> float:
     ok = (
         not isinstance(value, bool)
-        and isinstance(value, int if integer else (int, float))
+        and isinstance(value, numbers.Integral if integer else numbers.Real)
         and math.isfinite(value)
         and (value > low if low_open else value >= low)
         and value <= high
@@ -104,7 +105,7 @@ def _number(
             f"'{name}' must be {kind} in the range {left}{low}, {high}{right}. "
             f"Got {value!r} instead."
         )
-    return value if integer else float(value)
+    return int(value) if integer else float(value)
 
 
 def build_schedule(

@@ -94,9 +94,13 @@ class HParam:
         return search
 
     # Validation -----------------------------------------------------------
+    @property
+    def _a(self) -> str:
+        return f"an {self.type_name}" if self.type_name[0] in "aeiou" else f"a {self.type_name}"
+
     def describe(self) -> str:
         """What values are allowed, in words (used in messages and docs)."""
-        return f"a {self.type_name}"
+        return self._a
 
     def _fail(self, value: Any, owner: str, extra: str = "") -> ConfigError:
         return ConfigError(
@@ -164,18 +168,26 @@ class _Number(HParam):
             return SearchRange(search[0], search[1], log=log, step=step)
         raise ValueError(f"search must be (low, high[, 'log'|step]), got {search!r}")
 
+    def parse(self, text: str) -> Any:
+        for cast in (int, float):
+            try:
+                return cast(text)
+            except ValueError:
+                pass
+        return super().parse(text)
+
     def describe(self) -> str:
         if self.low is None and self.high is None:
-            return f"a {self.type_name}"
+            return self._a
         if self.high is None:
             op = ">=" if self.low_inclusive else ">"
-            return f"a {self.type_name} {op} {self.low}"
+            return f"{self._a} {op} {self.low}"
         if self.low is None:
             op = "<=" if self.high_inclusive else "<"
-            return f"a {self.type_name} {op} {self.high}"
+            return f"{self._a} {op} {self.high}"
         left = "[" if self.low_inclusive else "("
         right = "]" if self.high_inclusive else ")"
-        return f"a {self.type_name} in {left}{self.low}, {self.high}{right}"
+        return f"{self._a} in {left}{self.low}, {self.high}{right}"
 
     def _in_range(self, v: float) -> bool:
         if self.low is not None and (v < self.low or (v == self.low and not self.low_inclusive)):

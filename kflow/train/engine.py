@@ -101,6 +101,23 @@ def compile_model(recipe: Recipe, train_data, steps_per_epoch: int):
     return model
 
 
+def _backup_epoch(rd: RunDir) -> int:
+    import json
+
+    meta = rd.backup / "training_metadata.json"
+    return int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
+
+
+def _truncate_history(rd: RunDir, epoch: int) -> None:
+    """Keeps the history rows of epochs < `epoch` (those the backup holds)."""
+    if not rd.history.is_file():
+        return
+    lines = rd.history.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].strip().isdigit()
+                        and int(ln.split(",", 1)[0]) < epoch]
+    atomic_write_text(rd.history, "".join(kept))
+
+
 def train(
     recipe: str | type[Recipe] | Recipe,
     *,
@@ -233,6 +250,11 @@ def train(
         monitor = monitor.removeprefix("val_")
     cbs: list[Any] = []
     if save:
+        # History first, backup after it: a crash between the two re-runs the epoch, and
+        # the resumed run drops the history rows of epochs it will redo.
+        if resuming:
+            _truncate_history(rd, _backup_epoch(rd))
+        cbs.append(keras.callbacks.CSVLogger(str(rd.history), append=resuming))
         cbs.append(ResumableBackup(str(rd.backup)))
     cbs.append(keras.callbacks.TerminateOnNaN())
     stopper = None
@@ -246,7 +268,6 @@ def train(
     if save:
         cbs += [
             BestModelCheckpoint(rd.best_checkpoint, monitor=monitor, mode=mode),
-            keras.callbacks.CSVLogger(str(rd.history), append=resuming),
             keras.callbacks.TensorBoard(str(rd.tensorboard), write_graph=False),
         ]
     cbs += list(callbacks)
@@ -262,6 +283,10 @@ def train(
             rd.write_status("interrupted")
         _say(verbose, f"interrupted; re-run the same command to resume {rd.path} "
              "from its last completed epoch.")
+        raise
+    except Exception as exc:
+        if save:
+            rd.write_status("failed", error=f"{type(exc).__name__}: {exc}")
         raise
     train_seconds = time.perf_counter() - start
 
