@@ -80,9 +80,9 @@ def load_run(path: str | Path, *, load_model: bool = True) -> Run:
     if load_model:
         import keras
 
-        import kflow.blocks  # noqa: F401  (registers custom objects)
+        from kflow.blocks import register_custom_objects
 
-        model = keras.models.load_model(rd.model)
+        model = keras.models.load_model(rd.model, custom_objects=register_custom_objects())
     info_file = rd.path / "run.json"
     return Run(
         run_dir=rd.path,
