@@ -259,11 +259,15 @@ class Recipe:
         if scaling == "none":
             return inputs
         x = np.asarray(train.x, dtype="float32")
-        if scaling == "standard":
-            norm = keras.layers.Normalization(axis=-1, name="standardize")
-            norm.adapt(x)
-            return norm(inputs)
         axes = tuple(range(x.ndim - 1))
+        if scaling == "standard":
+            # Like sklearn's StandardScaler: a feature constant on the training split gets
+            # scale 1, not 1/epsilon (which blows up any unseen non-constant value).
+            variance = x.var(axis=axes)
+            variance = np.where(variance > 1e-12, variance, 1.0)
+            return keras.layers.Normalization(
+                axis=-1, mean=x.mean(axis=axes), variance=variance, name="standardize"
+            )(inputs)
         low, high = x.min(axis=axes), x.max(axis=axes)
         span = np.where(high - low > 0, high - low, 1.0)
         return keras.layers.Normalization(

@@ -92,6 +92,19 @@ def compile_model(recipe: Recipe, train_data, steps_per_epoch: int):
     """Builds and compiles the recipe's model (call inside a strategy scope)."""
     model = recipe.build_model(train_data)
     spe = recipe.hparams["steps_per_execution"] or auto_steps_per_execution(steps_per_epoch)
+    import tensorflow as tf
+
+    if spe > 1 and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        # Keras 3.15 / TF 2.21: the multi-step loop fails under MirroredStrategy
+        # ("You must feed a value for placeholder tensor ..."), even in plain Keras.
+        if recipe.hparams["steps_per_execution"]:
+            import warnings
+
+            warnings.warn(
+                f"steps_per_execution={spe} is not supported with several replicas in "
+                "Keras 3.15 / TF 2.21; using 1.", stacklevel=2,
+            )
+        spe = 1
     model.compile(
         optimizer=build_optimizer_for(recipe, steps_per_epoch),
         loss=recipe.loss(train_data.task),
