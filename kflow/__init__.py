@@ -20,6 +20,7 @@ _EXPORTS = {
     "list_recipes": "kflow.recipe.registry",
     "get_recipe_class": "kflow.recipe.registry",
     "train": "kflow.train.engine",
+    "cross_validate": "kflow.train.cross_validation",
     "Run": "kflow.train.run",
     "load_run": "kflow.train.run",
     "KflowError": "kflow.errors",

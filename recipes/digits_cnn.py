@@ -5,6 +5,7 @@ import dataclasses
 from kflow import LayerChoices, Recipe, hp
 from kflow.blocks.layers import conv_block, dense_block
 from kflow.data import load_sklearn
+from kflow.data.augmentation import Augmentations, augment
 
 
 class DigitsCNN(LayerChoices, Recipe):
@@ -20,9 +21,18 @@ class DigitsCNN(LayerChoices, Recipe):
                     search=(1, 3))
     dense_units = hp.Int(128, low=1, doc="Units of the dense block before the head.",
                          search=(32, 256, "log"))
+    # No flips: a mirrored 2, 3 or 7 is not a digit.
+    augmentation = Augmentations(
+        "none", allowed=("rotation", "zoom", "contrast", "crop"),
+        doc="Training-only image augmentation, e.g. rotation,zoom (identity at inference).")
 
     def load_data(self):
         return load_sklearn("digits", images=True)
+
+    def build_preprocessing(self, inputs, train):
+        x = augment(inputs, self.augmentation, value_range=(0.0, 16.0),
+                    seed=getattr(self, "_seed", None))
+        return super().build_preprocessing(x, train)
 
     def build_backbone(self, x):
         import keras

@@ -127,7 +127,8 @@ def test_yaml_config_grouped_and_flat(tmp_path):
         ("recipe: digits-mlp\ndropout: [0.1\n", r"Malformed YAML in '.*bad.yaml' at line \d+"),
         ("- a\n- b\n", r"must hold a mapping \(key: value lines\). Got a list instead."),
         ("dropout: 0.1\n", r"has no 'recipe:' key; add e.g. 'recipe: digits-cnn'"),
-        ("recipe: digits-mlp\nmodel: {dropot: 0.1}\n", r"Unknown hyperparameter 'model.dropot' .*did you mean 'dropout'"),
+        ("recipe: digits-mlp\nmodel: {dropot: 0.1}\n",
+         r"Unknown hyperparameter 'model.dropot' .*did you mean 'dropout'"),
     ],
 )
 def test_bad_yaml_files(tmp_path, content, message):

@@ -45,8 +45,11 @@ def register_custom_objects() -> dict[str, Any]:
         The `{registered_name: class}` dict, usable as `custom_objects=`.
     """
     from kflow.blocks.keras_objects import UniformFanIn
+    from kflow.data.impute import Impute
+    from kflow.data.training_augmentation import TrainingAugmentation
 
-    return {"kflow>UniformFanIn": UniformFanIn}
+    return {"kflow>UniformFanIn": UniformFanIn, "kflow>Impute": Impute,
+            "kflow>TrainingAugmentation": TrainingAugmentation}
 
 
 @INITIALIZERS.register("uniform_fan_in", doc="U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (lecture's rule).")

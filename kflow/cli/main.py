@@ -8,12 +8,14 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from kflow.cli import cv as cv_cmd
 from kflow.cli import recipes as recipes_cmd
 from kflow.cli import train as train_cmd
 
 COMMANDS = {
     "train": train_cmd,
     "recipes": recipes_cmd,
+    "cv": cv_cmd,
 }
 
 DESCRIPTION = """\
@@ -25,6 +27,7 @@ examples:
   kflow train digits-cnn                 train, evaluate, write runs/digits-cnn-*/
   kflow train digits-cnn --set dropout=0.3 --set optimizer.learning_rate=3e-4
   kflow train my.yaml --epochs 5         a YAML file: 'recipe: NAME' plus overrides
+  kflow cv breast-cancer-mlp --folds 5   k-fold cross-validation, mean ± std
 """
 
 
@@ -36,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show full tracebacks and TensorFlow's logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         module.add_parser(sub)
     return parser
 

