@@ -21,14 +21,20 @@ _EXPORTS = {
     "get_recipe_class": "kflow.recipe.registry",
     "train": "kflow.train.engine",
     "cross_validate": "kflow.train.cross_validation",
+    "tune": "kflow.tune",
     "Run": "kflow.train.run",
     "load_run": "kflow.train.run",
+    "lr_find": "kflow.insight.lr_finder",
+    "diagnose_run": "kflow.insight.doctor",
+    "write_report": "kflow.insight.report",
+    "compare_runs": "kflow.insight.compare",
+    "export_run": "kflow.export",
     "KflowError": "kflow.errors",
     "ConfigError": "kflow.errors",
     "DataError": "kflow.errors",
     "RunError": "kflow.errors",
 }
-_SUBMODULES = ("blocks", "optim", "data", "train", "recipe", "errors")
+_SUBMODULES = ("blocks", "optim", "data", "train", "recipe", "errors", "insight", "export")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

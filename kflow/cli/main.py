@@ -8,14 +8,30 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from kflow.cli import compare as compare_cmd
 from kflow.cli import cv as cv_cmd
+from kflow.cli import doctor as doctor_cmd
+from kflow.cli import export as export_cmd
+from kflow.cli import lr_find as lr_find_cmd
+from kflow.cli import predict as predict_cmd
 from kflow.cli import recipes as recipes_cmd
+from kflow.cli import report as report_cmd
+from kflow.cli import serve as serve_cmd
 from kflow.cli import train as train_cmd
+from kflow.cli import tune as tune_cmd
 
 COMMANDS = {
     "train": train_cmd,
     "recipes": recipes_cmd,
     "cv": cv_cmd,
+    "doctor": doctor_cmd,
+    "report": report_cmd,
+    "compare": compare_cmd,
+    "lr-find": lr_find_cmd,
+    "tune": tune_cmd,
+    "export": export_cmd,
+    "serve": serve_cmd,
+    "predict": predict_cmd,
 }
 
 DESCRIPTION = """\
@@ -26,8 +42,14 @@ examples:
   kflow recipes show digits-cnn          hyperparameters of one recipe
   kflow train digits-cnn                 train, evaluate, write runs/digits-cnn-*/
   kflow train digits-cnn --set dropout=0.3 --set optimizer.learning_rate=3e-4
+  kflow doctor runs/digits-cnn-1a2b3c4d  what went wrong and what to change
+  kflow compare runs/a runs/b            curves and metrics side by side
+  kflow lr-find digits-cnn               suggest a learning rate (range test)
   kflow train my.yaml --epochs 5         a YAML file: 'recipe: NAME' plus overrides
   kflow cv breast-cancer-mlp --folds 5   k-fold cross-validation, mean ± std
+  kflow export RUN_DIR --tflite all      SavedModel for TF Serving, TFLite variants
+  kflow serve exports                    TF Serving's REST API on a model base (port 8501)
+  kflow predict digits-cnn rows.json     send rows to a TF Serving-compatible server
 """
 
 

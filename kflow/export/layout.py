@@ -193,11 +193,11 @@ class InputLayout:
         return self._structure(values)
 
     def _structure(self, values: dict[str, Any]) -> Any:
-        if self.structure == "dict":
-            return values
-        if self.structure == "list":
-            return [values[mi.name] for mi in self.model_inputs]
-        return values[self.model_inputs[0].name]
+        # Keras maps a dict onto a list of inputs by input name, so several inputs
+        # always travel as a dict (tf.data cannot slice a list of mixed dtypes).
+        if self.structure == "single":
+            return values[self.model_inputs[0].name]
+        return values
 
     # -- NumPy side (data splits) ----------------------------------------------
     def model_arrays(self, x: Any) -> dict[str, np.ndarray]:

@@ -19,9 +19,13 @@ Models run in the LiteRT interpreter (`ai_edge_litert`), falling back to
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,7 @@ __all__ = [
     "TFLiteRunner",
     "score",
     "measure_latency",
+    "quiet_native_logs",
 ]
 
 TFLITE_VARIANTS = ("float32", "float16", "dynamic", "int8")
@@ -103,10 +108,8 @@ def write_numeric_saved_model(model: Any, input_names: dict[str, Any] | None, ou
 
     def serve(inputs):
         values = [inputs[n] for n in names]
-        if isinstance(struct, dict):
-            x = dict(zip(keys, values, strict=True))
-        elif isinstance(struct, (list, tuple)):
-            x = values
+        if isinstance(struct, (dict, list, tuple)):
+            x = dict(zip(keys, values, strict=True))  # Keras maps names onto a list too
         else:
             x = values[0]
         return {output: model(x, training=False)}
@@ -115,6 +118,33 @@ def write_numeric_saved_model(model: Any, input_names: dict[str, Any] | None, ou
     archive.track(model)
     archive.add_endpoint(SIGNATURE_KEY, serve, input_signature=[specs])
     archive.write_out(str(path), verbose=False)
+
+
+@contextlib.contextmanager
+def quiet_native_logs() -> Iterator[None]:
+    """Sends file descriptor 2 to /dev/null while the converter and LiteRT run.
+
+    The converter's MLIR diagnostics and LiteRT's delegate notices are written
+    by C++ straight to stderr; errors still surface as Python exceptions (with
+    the same text). Active only when `TF_CPP_MIN_LOG_LEVEL` is 1 or more (the
+    CLI sets 2 unless `--debug`).
+    """
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")
+    if not level.isdigit() or int(level) < 1:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tf.lite.Interpreter deprecation (calibration)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _unsupported_ops(message: str) -> list[str]:
@@ -155,7 +185,8 @@ def convert(saved_model_dir: str | Path, variant: str,
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     try:
-        return converter.convert()
+        with quiet_native_logs():
+            return converter.convert()
     except Exception as exc:  # noqa: BLE001 - ConverterError, RuntimeError...: one line
         text = str(exc)
         ops = _unsupported_ops(text)
@@ -197,8 +228,10 @@ class TFLiteRunner:
     """
 
     def __init__(self, model: str | Path | bytes, num_threads: int | None = 1):
-        self.interpreter = make_interpreter(model, num_threads)
-        self.runner = self.interpreter.get_signature_runner(SIGNATURE_KEY)
+        with quiet_native_logs():
+            self.interpreter = make_interpreter(model, num_threads)
+            self.interpreter.allocate_tensors()  # applies the XNNPACK delegate (logs)
+            self.runner = self.interpreter.get_signature_runner(SIGNATURE_KEY)
         self.inputs = self.runner.get_input_details()
         self.outputs = self.runner.get_output_details()
 

@@ -102,7 +102,7 @@ class DeadUnitMonitor(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         layers = relu_family_layers(self.model)
         self._names = [layer.name for layer in layers]
-        self._extractor = (keras.Model(self.model.inputs, [layer.output for layer in layers])
+        self._extractor = (keras.Model(self.model.input, [layer.output for layer in layers])
                            if layers else None)
 
     def on_epoch_end(self, epoch, logs=None):

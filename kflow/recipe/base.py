@@ -124,6 +124,10 @@ class Recipe:
         0, low=0, group="training",
         doc="Train steps fused per tf.function call (0: chosen automatically).",
     )
+    grad_log_every = Int(
+        10, low=0, group="training",
+        doc="Log per-layer gradient norms, update ratios and dead ReLUs every N steps (0: off).",
+    )
     # -- data -----------------------------------------------------------------
     val_fraction = Float(
         0.15, low=0.0, high=1.0, high_inclusive=False, group="data",

@@ -324,7 +324,8 @@ class Choice(HParam):
         return "one of: " + ", ".join(str(v) for v in self.values)
 
     def parse(self, text: str) -> Any:
-        if self._values is not None and all(isinstance(v, str) for v in self._values):
+        # Registry names are strings too ("none" is a regularizer, not null).
+        if self.registry is not None or all(isinstance(v, str) for v in self._values):
             return text.strip()
         return super().parse(text)
 

@@ -139,12 +139,12 @@ def format_decimal(v: float, double: bool = False) -> str:
         return "NaN"
     if math.isinf(v):
         return "-Infinity" if v < 0 else "Infinity"
-    text = "%.6g" % v
+    text = format(v, ".6g")
     if double:
         if float(text) != v:
-            text = "%.17g" % v
+            text = format(v, ".17g")
     elif np.float32(text) != np.float32(v):
-        text = "%.9g" % v
+        text = format(v, ".9g")
     if "." not in text and "e" not in text:
         text += ".0"
     return text
@@ -604,16 +604,16 @@ def _format_flat(arr: np.ndarray, as_bytes: bool) -> list[str]:
         if not double and arr.dtype != np.float32:
             flat = flat.astype(np.float32)
         values = flat.tolist()
-        out = ["%.6g" % v for v in values]
+        out = [format(v, ".6g") for v in values]
         if out:
             back = np.asarray(out, dtype=flat.dtype)
             with np.errstate(invalid="ignore"):
                 redo = np.flatnonzero(~(back == flat) | ~np.isfinite(flat))
-            wide = "%.17g" if double else "%.9g"
+            wide = ".17g" if double else ".9g"
             for i in redo.tolist():
                 v = values[i]
                 out[i] = "NaN" if v != v else (
-                    ("-Infinity" if v < 0 else "Infinity") if math.isinf(v) else wide % v)
+                    ("-Infinity" if v < 0 else "Infinity") if math.isinf(v) else format(v, wide))
         return [s if ("." in s or "e" in s or s[-1] in "Ny") else s + ".0" for s in out]
     if kind in "iu":
         return [str(v) for v in flat.tolist()]
@@ -630,7 +630,7 @@ def _format_flat(arr: np.ndarray, as_bytes: bool) -> list[str]:
                     continue
                 except UnicodeDecodeError:
                     pass  # not text: base64 keeps the JSON valid
-            out.append('{"b64": "%s"}' % base64.b64encode(v).decode("ascii"))
+            out.append('{"b64": "' + base64.b64encode(v).decode("ascii") + '"}')
         return out
     raise ServingError.invalid_argument(
         "Failed to write JSON value for tensor type: ", arr.dtype.name)
@@ -695,9 +695,9 @@ def make_json_from_classification(labels: list[list[str]], scores: list[list[flo
     if not labels:
         raise ServingError.invalid_argument("Cannot convert empty ClassificationResults to JSON")
     rows = []
-    for row_labels, row_scores in zip(labels, scores):
+    for row_labels, row_scores in zip(labels, scores, strict=True):
         pairs = ("[" + json.dumps(lab, ensure_ascii=False) + ", " + format_decimal(s) + "]"
-                 for lab, s in zip(row_labels, row_scores))
+                 for lab, s in zip(row_labels, row_scores, strict=True))
         rows.append("[" + ", ".join(pairs) + "]")
     return '{"results": [' + ", ".join(rows) + "]}"
 

@@ -60,7 +60,7 @@ class TensorInfo:
         if self.shape is None:
             return True
         return len(shape) == len(self.shape) and all(
-            want < 0 or want == got for want, got in zip(self.shape, shape)
+            want < 0 or want == got for want, got in zip(self.shape, shape, strict=True)
         )
 
     def shape_string(self) -> str:

@@ -91,6 +91,9 @@ def build_optimizer_for(recipe: Recipe, steps_per_epoch: int):
 def compile_model(recipe: Recipe, train_data, steps_per_epoch: int):
     """Builds and compiles the recipe's model (call inside a strategy scope)."""
     model = recipe.build_model(train_data)
+    from kflow.insight.engine_hooks import wrap_model
+
+    model = wrap_model(model, recipe.hparams.get("grad_log_every", 0))
     spe = recipe.hparams["steps_per_execution"] or auto_steps_per_execution(steps_per_epoch)
     import tensorflow as tf
 
@@ -261,7 +264,11 @@ def train(
     monitor, mode = recipe_obj.monitor(splits.train.task)
     if val_ds is None:
         monitor = monitor.removeprefix("val_")
-    cbs: list[Any] = []
+    from kflow.insight.engine_hooks import InsightHooks
+
+    insight = InsightHooks(rd.path if save else None, recipe_obj.hparams.get("grad_log_every", 0),
+                           probe_x=splits.train.x, log=lambda m: _say(verbose, m))
+    cbs: list[Any] = list(insight.callbacks)  # first: CSVLogger/TensorBoard see their logs
     if save:
         # History first, backup after it: a crash between the two re-runs the epoch, and
         # the resumed run drops the history rows of epochs it will redo.
@@ -269,7 +276,6 @@ def train(
             _truncate_history(rd, _backup_epoch(rd))
         cbs.append(keras.callbacks.CSVLogger(str(rd.history), append=resuming))
         cbs.append(ResumableBackup(str(rd.backup)))
-    cbs.append(keras.callbacks.TerminateOnNaN())
     stopper = None
     if recipe_obj.hparams["early_stopping"]:
         stopper = ExplainedEarlyStopping(
@@ -325,10 +331,12 @@ def train(
         "train_seconds_this_session": round(train_seconds, 3),
         "seed": seed,
     })
+    metrics.update(insight.extra_metrics())  # a NaN stop: its reason and where
     if save:
         atomic_save(rd.model, model.save)
         rd.write_json(rd.metrics, metrics)
-        rd.write_status("finished")
+        rd.write_status("finished", **insight.extra_metrics())
+        insight.finish(model, splits, batch_size)  # confusion matrix, findings, report.html
     test = metrics.get("test", {})
     summary = ", ".join(f"{k}={v:.4f}" for k, v in test.items())
     _say(verbose, f"finished {label}: test {summary}")

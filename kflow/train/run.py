@@ -81,8 +81,10 @@ def load_run(path: str | Path, *, load_model: bool = True) -> Run:
         import keras
 
         from kflow.blocks import register_custom_objects
+        from kflow.insight.insight_model import custom_objects as insight_objects
 
-        model = keras.models.load_model(rd.model, custom_objects=register_custom_objects())
+        model = keras.models.load_model(
+            rd.model, custom_objects={**register_custom_objects(), **insight_objects()})
     info_file = rd.path / "run.json"
     return Run(
         run_dir=rd.path,

@@ -79,15 +79,17 @@ def resolve_objective(
     owner = type(recipe).name or type(recipe).__name__
     logged = logged_metrics(recipe, task, has_val=has_val or bool(cv))
     if name is None:
-        name = next((n for n in ("val_accuracy", "val_loss", "loss") if n in logged))
+        name = next(n for n in ("val_accuracy", "val_loss", "loss") if n in logged)
     name, _, direction = name.strip().partition(":")
     if name not in logged:
         hint = ""
         if name.startswith("val_") and not (has_val or cv):
             hint = (" The recipe has no validation split (val_fraction=0); set "
                     "val_fraction > 0 or use --cv K.")
+        prefixed = [n for n in logged if n.startswith(name)]
+        guess = f" (did you mean '{prefixed[0]}'?)" if prefixed else did_you_mean(name, logged)
         raise ConfigError(
-            f"The objective '{name}' is not a metric {owner} logs{did_you_mean(name, logged)}."
+            f"The objective '{name}' is not a metric {owner} logs{guess}."
             f" Logged metrics: {', '.join(logged)}.{hint}"
         )
     if cv and not name.startswith("val_"):

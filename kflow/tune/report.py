@@ -246,16 +246,17 @@ def write_report(
     e = html.escape
     names = list(space.dims)
     weights = importance(rows, space)
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(str(summary.get('title', 'kflow tune')))}</title>",
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>{e(str(summary.get('title', 'kflow tune')))}</h1>", "<table>"]
+    title = e(str(summary.get("title", "kflow tune")))
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>",
+             f"<style>{_CSS}</style></head><body>", f"<h1>{title}</h1>", "<table>"]
     for key, value in summary.items():
         if key != "title":
             parts.append(f"<tr><th>{e(str(key))}</th><td class='l'>{e(str(value))}</td></tr>")
     parts.append("</table><h2>Search space</h2><ul>")
     parts += [f"<li><code>{e(line)}</code></li>" for line in space.describe()]
     parts.append("</ul><h2>Score of each trial</h2>")
-    parts.append(f"<img alt='score vs trial' src='data:image/png;base64,{_score_plot(rows, objective)}'>")
+    png = _score_plot(rows, objective)
+    parts.append(f"<img alt='score vs trial' src='data:image/png;base64,{png}'>")
     if weights:
         parts.append("<h2>Most important hyperparameters</h2><p>Importance: |Spearman "
                      "correlation| with the score for numbers, share of the score's variance "

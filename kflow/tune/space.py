@@ -346,8 +346,9 @@ class SearchSpace:
                 value = float(f"{value:.8g}")
             out[name] = specs[name].validate(value, owner=self.owner)
         for child, (parent, active) in self.conditions.items():
-            parent_value = out.get(parent, self.recipe.hparams[parent])
-            if parent_value not in active:
+            # A trial that picks a parent value under which a fixed child value would be
+            # invalid (momentum=0.9 with adam) gets the child's declared default.
+            if parent in self.dims and out[parent] not in active:
                 out[child] = type(self.recipe).default_of(child)
         return out
 
@@ -467,9 +468,15 @@ def _check_value(spec: HParam, value: Any, owner: str, what: str, where: str) ->
     try:
         return spec.validate(value, owner=owner)
     except ConfigError:
+        hint = ""
+        if isinstance(spec, Choice) and isinstance(value, str):
+            names = [str(v) for v in spec.values]
+            if spec.registry is not None:
+                names += list(spec.registry.aliases())
+            hint = did_you_mean(value, names)
         raise ConfigError(
             f"The search {what} of '{spec.name}' for {owner} must be {spec.describe()} "
-            f"(its declaration). Got {value!r} in {where}."
+            f"(its declaration). Got {value!r}{hint} in {where}."
         ) from None
 
 

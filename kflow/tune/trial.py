@@ -1,9 +1,10 @@
 """Running one trial: the trial's values as overrides, kflow's engine, a score.
 
-Every trial trains in its own run directory `TUNE_DIR/trials/<trial_id>/`
-(a complete `kflow train` run directory, or one per fold with `--cv`) and
-leaves `trial.json` there: its status, score, epochs, time and, for a failed
-trial, the reason. A trial whose run finished before an interruption is read
+Every trial trains in its own directory `TUNE_DIR/trials/<trial_id>/`: a
+complete `kflow train` run directory, or with `--cv` the output of
+`kflow.cross_validate` (config.yaml, cv.json, cv.csv). It leaves
+`trial.json` there: status, score, epochs, time and, for a failed trial, the
+reason. A trial whose training finished before an interruption is read
 back, not retrained.
 """
 
@@ -160,46 +161,55 @@ class TrialRunner:
 
             keras.backend.clear_session()
             run = train(recipe, run_dir=trial_dir, seed=self.seed, verbose=0)
-        self._score_runs(outcome, [run])
-        outcome.score = outcome.fold_scores[0] if outcome.fold_scores else None
-        outcome.fold_scores = []
+        self._score_run(outcome, run)
 
     def _cross_validate(self, recipe: Any, trial_dir: Path, outcome: TrialOutcome) -> None:
-        import yaml
+        """Scores the mean held-out metric of `kflow.cross_validate` (K folds of train +
+        validation; the test split stays unused). A finished trial's `cv.json` is read back."""
+        from kflow.train.cross_validation import cross_validate
 
-        from kflow.train.engine import resolved_config
-        from kflow.train.run_dir import atomic_write_text
-        from kflow.tune.cv import cross_validate_config
+        cv_file = trial_dir / "cv.json"
+        if cv_file.is_file() and (trial_dir / "config.yaml").is_file():
+            folds = json.loads(cv_file.read_text())["per_fold"]
+        else:
+            import keras
 
-        trial_dir.mkdir(parents=True, exist_ok=True)
-        config = resolved_config(recipe, self.seed)
-        atomic_write_text(trial_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-        result = cross_validate_config(recipe, k=self.objective.cv, seed=self.seed,
-                                       metric=self.objective.name, run_dir=trial_dir)
-        self._score_runs(outcome, result.runs)
-        if outcome.status == COMPLETED:
-            outcome.score = result.mean
-
-    def _score_runs(self, outcome: TrialOutcome, runs: list[Any]) -> None:
-        scores, epochs_run, best_epochs = [], [], []
-        for i, run in enumerate(runs):
-            where = f" (fold {i + 1})" if len(runs) > 1 else ""
-            nan_at = _nan_epoch(run.history)
-            score = self.objective.score(run.metrics)
-            epochs_run.append(int(run.metrics.get("epochs_run", 0)))
-            best_epochs.append(int(run.metrics.get("best_epoch", 0)))
-            outcome.epochs_spent = sum(epochs_run)
-            if nan_at is not None:
-                outcome.reason = (f"loss became NaN at epoch {nan_at}{where}; training was "
-                                  "stopped (TerminateOnNaN)")
-                raise FloatingPointError(outcome.reason)
-            if not math.isfinite(score):
-                outcome.reason = f"{self.objective.name} is {score}{where}"
-                raise FloatingPointError(outcome.reason)
-            scores.append(score)
-        outcome.fold_scores = scores
+            keras.backend.clear_session()
+            folds = cross_validate(recipe, folds=self.objective.cv, seed=self.seed,
+                                   out_dir=trial_dir, verbose=0).folds
+        metric, patience = self.objective.metric, recipe.hparams["patience"]
+        epochs_run = [int(f["epochs_run"]) for f in folds]
+        outcome.epochs_spent = sum(epochs_run)
         outcome.epochs_run = _mean(epochs_run)
-        outcome.best_epoch = _mean(best_epochs)
+        # Early stopping keeps the weights of `patience` epochs before it stopped.
+        outcome.best_epoch = _mean([max(1, e - patience) if e < outcome.epochs else e
+                                    for e in epochs_run])
+        for i, fold in enumerate(folds):
+            for name in dict.fromkeys(("loss", metric)):
+                if not math.isfinite(float(fold[name])):
+                    outcome.reason = (f"held-out {name} of fold {i + 1} is {fold[name]} "
+                                      "(training diverged)")
+                    raise FloatingPointError(outcome.reason)
+        outcome.fold_scores = [float(f[metric]) for f in folds]
+        outcome.score = float(sum(outcome.fold_scores) / len(folds))
+        outcome.status = COMPLETED
+
+    def _score_run(self, outcome: TrialOutcome, run: Any) -> None:
+        outcome.epochs_run = outcome.epochs_spent = int(run.metrics.get("epochs_run", 0))
+        outcome.best_epoch = int(run.metrics.get("best_epoch", 0))
+        nan_at = _nan_epoch(run.history)
+        if run.metrics.get("nan_stop"):  # the engine's NaN guard stopped (and explains) it
+            outcome.reason = str(run.metrics.get("stop_reason") or "the loss became NaN")
+            raise FloatingPointError(outcome.reason)
+        if nan_at is not None:
+            outcome.reason = (f"loss became NaN at epoch {nan_at}; training was stopped "
+                              "(TerminateOnNaN)")
+            raise FloatingPointError(outcome.reason)
+        score = self.objective.score(run.metrics)
+        if not math.isfinite(score):
+            outcome.reason = f"{self.objective.name} is {score}"
+            raise FloatingPointError(outcome.reason)
+        outcome.score = score
         outcome.status = COMPLETED
 
 

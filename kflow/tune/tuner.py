@@ -25,9 +25,8 @@ from keras_tuner.src.engine import trial as trial_module
 from kflow.train.run_dir import atomic_write_text
 from kflow.tune.trial import TrialOutcome, TrialRunner
 
-__all__ = ["TUNERS", "KflowTuner", "make_oracle", "is_chief", "is_worker", "tuner_id"]
+__all__ = ["KflowTuner", "make_oracle", "serve_oracle", "is_chief", "is_worker", "tuner_id"]
 
-TUNERS = ("random", "grid", "bayesian", "hyperband")
 PROJECT_NAME = "keras_tuner"
 
 

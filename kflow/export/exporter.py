@@ -1,0 +1,579 @@
+"""`export_run`: a finished run directory -> SavedModel in a TF Serving base, TFLite files.
+
+Every artifact is checked before anything is published:
+
+1. the SavedModel is reloaded with `tf.saved_model.load` and must give the
+   Keras model's outputs (max abs difference <= `parity_tolerance`);
+2. each TFLite variant runs in the LiteRT interpreter on the test split and
+   must stay within the accuracy gate.
+
+Only then is the version renamed into `BASE/NAME/VERSION`, `models.config`
+rewritten and `RUN_DIR/export/` (TFLite files, `metadata.json`, the sidecar,
+`export.json`, `export.html`) swapped into place. A failure at any step
+removes the staging directories: no partial version, no half-written export.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kflow.errors import ConfigError, KflowError, RunError
+from kflow.export.errors import (
+    AccuracyGateError,
+    RepresentativeDataError,
+    TFLiteConversionError,
+)
+from kflow.export.layout import InputLayout, check_single_output, num_rows, take
+
+__all__ = ["export_run", "ExportResult", "EXPORT_DIR", "TFLITE_PREPROCESSING"]
+
+EXPORT_DIR = "export"
+TFLITE_PREPROCESSING = ("model", "sidecar")
+METADATA_FILE = "metadata.json"
+_PARITY_ROWS = 256
+
+
+@dataclass
+class ExportResult:
+    """What `export_run` published.
+
+    Attributes:
+        run_dir: The exported run.
+        name: The model's name in the base.
+        version: The published version (`None` without a serving export).
+        version_dir: `BASE/NAME/VERSION`.
+        models_config: `BASE/models.config`.
+        export_dir: `RUN_DIR/export` (TFLite files, metadata, `export.json`).
+        tflite_files: `{variant: path}`.
+        report: The content of `export.json`.
+        notes: Sentences worth printing (skipped checks, report placement).
+    """
+
+    run_dir: Path
+    name: str
+    version: int | None = None
+    version_dir: Path | None = None
+    models_config: Path | None = None
+    export_dir: Path | None = None
+    tflite_files: dict[str, Path] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Data:
+    test_x: Any = None
+    test_y: Any = None
+    train_x: Any = None
+    reason: str = ""
+
+
+def default_model_name(run: Any) -> str:
+    """The recipe's name, made usable as a model name (`digits-cnn`, `my_recipe`)."""
+    ref = str(run.info.get("recipe") or run.config.get("recipe") or run.run_dir.name)
+    if ".py" in ref or ref.endswith((".yaml", ".yml")):
+        path, _, cls = ref.partition(":") if ".py:" in ref else (ref, "", "")
+        ref = cls or Path(path).stem
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", ref).strip("-.") or "model"
+    return name if name[0].isalnum() else f"m{name}"
+
+
+def _load_data(run_dir: Path) -> _Data:
+    """The run's test and training splits, re-made from config.yaml (same seed)."""
+    from kflow.recipe.overrides import resolve_recipe
+    from kflow.train.engine import prepare
+
+    try:
+        recipe, engine = resolve_recipe(str(run_dir / "config.yaml"))
+        seed = int(engine.get("seed", 0))
+        recipe._seed = seed
+        _, splits = prepare(recipe, seed)
+    except (KflowError, OSError, ImportError) as exc:
+        return _Data(reason=f"{type(exc).__name__}: {exc}")
+    test = splits.test if splits.test is not None else splits.val
+    return _Data(
+        test_x=None if test is None else test.x, test_y=None if test is None else test.y,
+        train_x=splits.train.x,
+        reason="" if test is not None else "the run has no test or validation split",
+    )
+
+
+def _load_representative(path: str | Path, layout: InputLayout) -> Any:
+    """Rows of model inputs from .npy (one input) or .npz (one array per input name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RepresentativeDataError(f"Representative data file '{path}' does not exist.")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise RepresentativeDataError(
+            f"Cannot read representative data '{path}' ({exc}); use .npy (one model input) "
+            "or .npz (one array per input name).") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    return {k: loaded[k] for k in loaded.files}
+
+
+def _sample(x: Any, n: int, seed: int = 0) -> Any:
+    total = num_rows(x)
+    if total <= n:
+        return x
+    index = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+    return take(x, index)
+
+
+def _swap_dir(new: Path, target: Path) -> None:
+    """Replaces `target` by `new` (renames; the old one is removed afterwards)."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}-old-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        os.rename(target, old)
+    os.rename(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _gate(task: str, variants: dict[str, dict[str, Any]], keras_metric: float | None,
+          max_accuracy_drop: float, max_error_increase: float) -> str:
+    """Fills `passed` / drop figures in place; returns the gate's description."""
+    metric = "mae" if task == "regression" else "accuracy"
+    reference = "float32" if "float32" in variants else "keras"
+    ref_value = variants["float32"][metric] if reference == "float32" else keras_metric
+    for name, v in variants.items():
+        base = keras_metric if name == "float32" else ref_value
+        value = v.get(metric)
+        if value is None or base is None:
+            v["passed"] = None
+            continue
+        if metric == "accuracy":
+            v["drop_points"] = round(100.0 * (base - value), 4)
+            v["passed"] = bool(v["drop_points"] <= max_accuracy_drop + 1e-9)
+        else:
+            inc = 100.0 * (value - base) / max(abs(base), 1e-12)
+            v["increase_percent"] = round(inc, 4)
+            v["passed"] = bool(inc <= max_error_increase + 1e-9)
+    if metric == "accuracy":
+        return (f"accuracy at most {max_accuracy_drop:g} points below {reference} "
+                "(float32 against Keras)")
+    return f"MAE at most {max_error_increase:g}% above {reference} (float32 against Keras)"
+
+
+def _gate_failure(task: str, variants: dict[str, dict[str, Any]], max_accuracy_drop: float,
+                  max_error_increase: float) -> AccuracyGateError | None:
+    for name, v in variants.items():
+        if v.get("passed") is False:
+            ref = "Keras" if name == "float32" or "float32" not in variants else "float32"
+            if task == "regression":
+                return AccuracyGateError(
+                    f"TFLite {name} MAE {v['mae']:.4g} is {v['increase_percent']:.1f}% above "
+                    f"{ref}; the gate allows {max_error_increase:g}% (--max-error-increase). "
+                    "Nothing was exported.")
+            return AccuracyGateError(
+                f"TFLite {name} accuracy {v['accuracy']:.4f} is {v['drop_points']:.2f} points "
+                f"below {ref}; the gate allows {max_accuracy_drop:g} (--max-accuracy-drop). "
+                "Nothing was exported.")
+    return None
+
+
+def export_run(
+    run_dir: str | Path,
+    *,
+    name: str | None = None,
+    base: str | Path = "models",
+    version: int | None = None,
+    overwrite: bool = False,
+    serving: bool = True,
+    tflite: str | Iterable[str] | None = None,
+    int8_io: bool = False,
+    max_accuracy_drop: float = 1.0,
+    max_error_increase: float = 5.0,
+    tflite_preprocessing: str = "model",
+    serving_root: str = "/models",
+    warmup_rows: int = 5,
+    representative_data: Any = None,
+    representative_samples: int = 200,
+    parity_tolerance: float = 1e-5,
+    split_features: bool = True,
+    latency_samples: int = 100,
+    log: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Exports a finished run: SavedModel into a TF Serving base, and TFLite variants.
+
+    Args:
+        run_dir: A finished run directory (with `model.keras`).
+        name: The model's name in the base. Defaults to the recipe's name.
+        base: The TF Serving model base directory. Defaults to "models".
+        version: The version to publish. Defaults to the next free one.
+        overwrite: Replace an existing `version`. Defaults to `False`.
+        serving: Write the SavedModel version and `models.config`. Defaults to `True`.
+        tflite: Variants: "float32,float16,dynamic,int8", "all" or a list.
+            Defaults to `None` (no TFLite).
+        int8_io: int8 inputs and outputs for the int8 variant. Defaults to `False`.
+        max_accuracy_drop: The gate: accuracy points a variant may lose
+            against float32 (float32 against Keras). Defaults to 1.0.
+        max_error_increase: The regression gate: percent of MAE a variant may
+            add. Defaults to 5.0.
+        tflite_preprocessing: "model" (the preprocessing is converted with the
+            model) or "sidecar" (the numeric part is converted; the
+            preprocessing goes to `preprocessing.json`). Defaults to "model".
+        serving_root: Where the server mounts the base, for `models.config`.
+            Defaults to "/models".
+        warmup_rows: TF Serving warmup requests to write. Defaults to 5.
+        representative_data: int8 calibration rows (an array, a dict of
+            arrays, or a .npy/.npz path). Defaults to the training split.
+        representative_samples: Calibration rows drawn. Defaults to 200.
+        parity_tolerance: Largest SavedModel-vs-Keras difference. Defaults to 1e-5.
+        split_features: One signature input per named feature of a single
+            vector input. Defaults to `True`.
+        latency_samples: One-row invocations timed per variant. Defaults to 100.
+        log: Called with progress sentences. Defaults to silent.
+
+    Returns:
+        An `ExportResult`.
+
+    Raises:
+        RunError: The run directory does not exist or has no model.
+        VersionExistsError: `version` exists and `overwrite` is off.
+        BaseNotWritableError: The base cannot be written.
+        RepresentativeDataError: int8 without representative data.
+        ParityError, AccuracyGateError, TFLiteConversionError: a check failed.
+
+    Example:
+
+    ```python
+    import kflow
+    result = kflow.export_run("runs/digits-cnn-1a2b3c4d", base="models",
+                              tflite="float32,int8")
+    print(result.version_dir, result.report["tflite"]["variants"]["int8"]["accuracy"])
+    ```
+    """
+    from kflow.export.model_base import ModelBase, require_serving_api
+    from kflow.export.tflite import parse_variants
+    from kflow.train.run import load_run
+
+    say = log or (lambda _msg: None)
+    run_dir = Path(run_dir)
+    variants = parse_variants(tflite)
+    if not serving and not variants:
+        raise ConfigError("Nothing to export: serving is off and no --tflite variant was given.")
+    if tflite_preprocessing not in TFLITE_PREPROCESSING:
+        raise ConfigError(
+            f"tflite_preprocessing must be one of: {', '.join(TFLITE_PREPROCESSING)}. "
+            f"Got {tflite_preprocessing!r} instead.")
+    if max_accuracy_drop < 0 or max_error_increase < 0:
+        raise ConfigError("--max-accuracy-drop and --max-error-increase must be >= 0.")
+    if not run_dir.is_dir():
+        raise RunError(f"Run directory '{run_dir}' does not exist.")
+    run = load_run(run_dir, load_model=False)  # one-line errors before loading Keras
+    task = run.info.get("task")
+    if task not in ("multiclass", "binary", "regression"):
+        raise RunError(f"Run directory '{run_dir}' has no run.json with the task; "
+                       "re-run its training command to complete it.")
+    class_names = run.info.get("class_names") or None
+    name = name or default_model_name(run)
+    mb = None
+    if serving:
+        require_serving_api()
+        mb = ModelBase(base, serving_root)
+        mb.check_name(name)
+        mb.check_writable(name)
+        if version is not None:
+            mb.check_version(name, version, overwrite)
+
+    data = _load_data(run_dir)
+    if data.reason:
+        say(f"the run's data could not be loaded ({data.reason}); parity is checked on "
+            "made-up rows and TFLite accuracy is not measured.")
+    rep_x = None
+    if "int8" in variants and representative_data is None:
+        rep_x = data.train_x
+        if rep_x is None:
+            raise RepresentativeDataError(
+                "int8 quantization needs representative data, and the run's training split "
+                f"could not be loaded ({data.reason}). Pass --representative-data FILE "
+                "(.npy / .npz of model inputs) or leave int8 out of --tflite.")
+
+    run = load_run(run_dir)
+    model = run.model
+    check_single_output(model)
+    layout = InputLayout.from_model(model, run.info.get("feature_names"), split_features)
+    if "int8" in variants and representative_data is not None:
+        rep_x = (_load_representative(representative_data, layout)
+                 if isinstance(representative_data, (str, Path)) else representative_data)
+    if rep_x is not None and num_rows(rep_x) == 0:
+        raise RepresentativeDataError("int8 quantization needs representative data; the "
+                                      "representative sample is empty.")
+
+    if data.test_x is not None:
+        parity_x = take(data.test_x, slice(0, _PARITY_ROWS))
+        rows_source = "test split"
+    else:
+        parity_x = layout.synthetic(16)
+        rows_source = "made-up rows (data not loadable)"
+
+    report: dict[str, Any] = {
+        "run_dir": str(run_dir), "name": name, "task": task, "class_names": class_names,
+        "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "signature": {"key": "serving_default", "inputs": layout.describe(),
+                      "outputs": _outputs_description(task, class_names)},
+    }
+    from kflow import __version__
+
+    report["kflow_version"] = __version__
+    result = ExportResult(run_dir=run_dir, name=name, report=report)
+    staging_export = run_dir / f".export-staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging_version = None
+    lock = mb.lock(name) if mb is not None else _null_context()
+    try:
+        with lock:
+            if mb is not None:
+                mb.clean_stale(name)
+                if version is None:
+                    version = mb.next_version(name)
+                mb.check_version(name, version, overwrite)
+                staging_version = mb.staging_dir(name, version)
+                say(f"writing the SavedModel for {name} version {version}")
+                report["saved_model"] = _saved_model(
+                    model, layout, task, class_names, staging_version, parity_x,
+                    parity_tolerance, name, warmup_rows, data, rows_source, say)
+            staging_export.mkdir(parents=True)
+            if variants:
+                report["tflite"] = _tflite(
+                    model, layout, task, class_names, variants, staging_export, data, rep_x,
+                    int8_io, tflite_preprocessing, max_accuracy_drop, max_error_increase,
+                    representative_samples, latency_samples, say)
+                failure = _gate_failure(task, report["tflite"]["variants"],
+                                        max_accuracy_drop, max_error_increase)
+                if failure is not None:
+                    raise failure
+            # Everything checked: publish.
+            export_dir = run_dir / EXPORT_DIR
+            if mb is not None:
+                result.version_dir = mb.model_dir(name) / str(version)
+                result.version, result.models_config = version, mb.path / "models.config"
+                report["saved_model"]["version_dir"] = str(result.version_dir)
+                report.update({"base": str(mb.path), "version": version,
+                               "version_dir": str(result.version_dir),
+                               "models_config": str(result.models_config)})
+            _write_reports(staging_export, report)
+            if mb is not None:
+                mb.publish(staging_version, name, version, overwrite)
+                staging_version = None
+                mb.write_models_config()
+                say(f"published {result.version_dir} and updated {result.models_config}")
+            _swap_dir(staging_export, export_dir)
+            result.export_dir = export_dir
+            result.tflite_files = {
+                v: export_dir / info["file"]
+                for v, info in (report.get("tflite") or {}).get("variants", {}).items()}
+    finally:
+        if staging_version is not None:
+            shutil.rmtree(staging_version, ignore_errors=True)
+        if staging_export.exists():
+            shutil.rmtree(staging_export, ignore_errors=True)
+    from kflow.export.report import attach_to_run_report
+
+    result.notes.append(attach_to_run_report(run_dir, report))
+    return result
+
+
+class _null_context:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _outputs_description(task: str, class_names: list[str] | None) -> dict[str, Any]:
+    from kflow.export.saved_model import serving_outputs
+
+    shapes = {"probabilities": ("float32", [None, 2 if task == "binary" else
+                                            len(class_names or []) or None]),
+              "class_id": ("int64", [None]), "class_name": ("string", [None]),
+              "value": ("float32", [None])}
+    return {n: {"dtype": shapes[n][0], "shape": shapes[n][1]}
+            for n in serving_outputs(task, class_names)}
+
+
+def _saved_model(model, layout, task, class_names, staging, parity_x, tolerance, name,
+                 warmup_rows, data, rows_source, say) -> dict[str, Any]:
+    from kflow.export.saved_model import check_saved_model, write_saved_model
+    from kflow.export.warmup import write_warmup_requests
+
+    write_saved_model(model, layout, task, class_names, staging)
+    parity = check_saved_model(staging, model, layout, task, class_names, parity_x, tolerance)
+    say(f"SavedModel reloaded with tf.saved_model.load: max abs difference vs Keras "
+        f"{parity['max_abs_diff']:.3g} on {parity['rows']} rows ({rows_source})")
+    warm_x = take(data.test_x, slice(0, warmup_rows)) if data.test_x is not None else parity_x
+    n = write_warmup_requests(staging, name, layout.signature_feed(warm_x), warmup_rows)
+    return {**parity, "rows_source": rows_source, "warmup_requests": n}
+
+
+def _tflite(model, layout, task, class_names, variants, out_dir, data, rep_x, int8_io,
+            preprocessing, max_accuracy_drop, max_error_increase, rep_samples,
+            latency_samples, say) -> dict[str, Any]:
+    import tempfile
+
+    from kflow.export.saved_model import keras_predict, main_output, max_abs_diff
+    from kflow.export.sidecar import (
+        SIDECAR_FILE,
+        apply_sidecar,
+        numeric_model,
+        plan_sidecar,
+        preprocessing_layer_names,
+        sidecar_spec,
+    )
+    from kflow.export.tflite import (
+        TFLiteRunner,
+        convert,
+        head_output_name,
+        measure_latency,
+        score,
+        write_numeric_saved_model,
+    )
+
+    output = head_output_name(task)
+    spec = None
+    if preprocessing == "sidecar":
+        plan = plan_sidecar(model)
+        if plan.steps:
+            part = numeric_model(model, plan)
+            spec = sidecar_spec(model, plan)
+            names = None
+            say(f"moved {len(plan.steps)} preprocessing layers into {SIDECAR_FILE}: "
+                f"{', '.join(plan.moved)}")
+        else:
+            part, names = model, {s: s for s in _tflite_input_names(layout)}
+            say("no preprocessing layers to move into a sidecar; converting the whole model")
+    else:
+        part, names = model, {s: s for s in _tflite_input_names(layout)}
+
+    def feed_of(x: Any) -> dict[str, np.ndarray]:
+        arrays = layout.model_arrays(x)
+        if spec is not None:
+            return apply_sidecar(spec, arrays)
+        return {t: arrays[m.name] for t, m in zip(_tflite_input_names(layout),
+                                                   layout.model_inputs, strict=True)}
+
+    result: dict[str, Any] = {"preprocessing": "sidecar" if spec else "model",
+                              "output": output, "int8_io": bool(int8_io and "int8" in variants),
+                              "metric": "mae" if task == "regression" else "accuracy"}
+    keras_metric = None
+    test_feed = None
+    if data.test_x is not None:
+        keras_head = keras_predict(model, layout, data.test_x)
+        keras_metric = score(task, data.test_y, keras_head)
+        test_feed = feed_of(data.test_x)
+        result["test_rows"] = int(len(data.test_y))
+    rep_feed = feed_of(_sample(rep_x, rep_samples)) if rep_x is not None else None
+
+    def representative():
+        n = len(next(iter(rep_feed.values())))
+        for i in range(n):
+            yield {k: v[i:i + 1] for k, v in rep_feed.items()}
+
+    metric = result["metric"]
+    files: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="kflow-tflite-") as tmp:
+        sm_dir = Path(tmp) / "numeric_saved_model"
+        write_numeric_saved_model(part, names, output, sm_dir)
+        for variant in variants:
+            try:
+                blob = convert(sm_dir, variant, representative if variant == "int8" else None,
+                               int8_io)
+            except TFLiteConversionError as exc:
+                layers = preprocessing_layer_names(model) if spec is None else []
+                if layers:
+                    raise TFLiteConversionError(
+                        f"{exc} The model's preprocessing ({', '.join(layers)}) is the likely "
+                        "cause; re-run with --tflite-preprocessing sidecar to convert the "
+                        f"numeric part and ship the preprocessing in {SIDECAR_FILE}. "
+                        "Nothing was exported.") from None
+                raise
+            path = out_dir / f"model_{variant}.tflite"
+            path.write_bytes(blob)
+            info: dict[str, Any] = {"file": path.name, "size_bytes": len(blob)}
+            runner = TFLiteRunner(blob)
+            if test_feed is not None:
+                head = runner.predict(test_feed, output)
+                info[metric] = score(task, data.test_y, head)
+                info["max_abs_diff_vs_keras"] = max_abs_diff(
+                    main_output(task, head), main_output(task, keras_head))
+            lat_feed = test_feed if test_feed is not None else feed_of(layout.synthetic(8))
+            times = measure_latency(TFLiteRunner(blob), lat_feed, latency_samples)
+            info["mean_latency_ms"] = 1000.0 * float(np.mean(times)) if times else None
+            info["latency_samples"] = len(times)
+            files[variant] = info
+            say(f"TFLite {variant}: {len(blob) / 1024:.1f} KiB, "
+                + (f"{metric} {info[metric]:.4f}, " if metric in info else "")
+                + f"{info['mean_latency_ms']:.3f} ms per example")
+    if "float32" in files:
+        for info in files.values():
+            info["size_ratio_vs_float32"] = info["size_bytes"] / files["float32"]["size_bytes"]
+    result["gate"] = _gate(task, files, keras_metric, max_accuracy_drop, max_error_increase)
+    result["reference"] = "float32" if "float32" in files else "keras"
+    result["variants"] = files
+    if keras_metric is None:
+        result["gate"] += f" (skipped: no test data: {data.reason})"
+    if spec is not None:
+        (out_dir / SIDECAR_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+    metadata = _metadata(layout, task, class_names, output, files, spec, int8_io)
+    (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    result["metadata"] = METADATA_FILE
+    result["keras"] = {metric: keras_metric}
+    return result
+
+
+def _tflite_input_names(layout: InputLayout) -> list[str]:
+    from kflow.export.layout import signature_name
+
+    taken: set[str] = set()
+    return [signature_name(m.name, taken) for m in layout.model_inputs]
+
+
+def _metadata(layout, task, class_names, output, files, spec, int8_io) -> dict[str, Any]:
+    """`metadata.json`: what the on-device runner needs besides the .tflite file."""
+    from kflow.export.saved_model import BINARY_THRESHOLD
+    from kflow.export.sidecar import SIDECAR_FILE
+
+    inputs = []
+    split = {s.source: [x.feature or x.name for x in layout.signature_inputs
+                        if x.source == s.source]
+             for s in layout.signature_inputs if s.column is not None}
+    tfl_names = _tflite_input_names(layout)
+    for tname, mi in zip(tfl_names, layout.model_inputs, strict=True):
+        entry = {"name": mi.name, "tflite_name": tname if spec is None else None,
+                 "dtype": mi.dtype, "shape": [None, *mi.shape]}
+        if mi.name in split:
+            entry["columns"] = split[mi.name]
+        inputs.append(entry)
+    return {
+        "format": "kflow-tflite", "version": 1, "task": task,
+        "class_names": class_names, "output": output,
+        "binary_threshold": BINARY_THRESHOLD if task == "binary" else None,
+        "inputs": inputs,
+        "preprocessing": SIDECAR_FILE if spec is not None else None,
+        "variants": {v: info["file"] for v, info in files.items()},
+        "int8_io": bool(int8_io),
+    }
+
+
+def _write_reports(export_dir: Path, report: dict[str, Any]) -> None:
+    from kflow.export.report import render_page
+    from kflow.train.run_dir import _json_default
+
+    (export_dir / "export.json").write_text(
+        json.dumps(report, indent=2, default=_json_default) + "\n")
+    (export_dir / "export.html").write_text(render_page(report))

@@ -1,0 +1,249 @@
+"""Static plots of a run (matplotlib, Agg backend), as PNG bytes.
+
+Each function takes plain data (as read by `kflow.insight.run_files`) and
+returns the PNG, or `None` when there is nothing to draw. Nothing here needs
+a display, a server or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+
+from kflow.insight.run_files import TOTAL, GradRows
+
+__all__ = [
+    "plot_learning_curves", "plot_gradient_norms", "plot_learning_rate", "plot_dead_units",
+    "plot_confusion_matrix", "plot_lr_finder", "plot_compare", "history_metrics",
+]
+
+#: Resolution of the embedded images.
+DPI = 80
+#: Layers named in a legend at most (the others are drawn, unnamed).
+MAX_LEGEND = 12
+_INSIGHT_PREFIXES = ("grad_norm/", "dead_relu/")
+_NOT_METRICS = ("epoch", "learning_rate", "lr")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def history_metrics(history: dict[str, list[float]]) -> list[str]:
+    """Training metric names of a history (`loss` first), without `val_`/insight columns."""
+    names = [k for k in history if not k.startswith("val_") and k not in _NOT_METRICS
+             and not k.startswith(_INSIGHT_PREFIXES)]
+    return sorted(names, key=lambda k: (k != "loss", k))
+
+
+def _log_if_wide(ax, values: list[float]) -> None:
+    finite = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    if len(finite) > 1 and max(finite) / min(finite) > 100:
+        ax.set_yscale("log")
+
+
+def plot_learning_curves(history: dict[str, list[float]]) -> bytes | None:
+    """Loss and metrics per epoch, training (solid) vs validation (dashed)."""
+    names = history_metrics(history)
+    if not names:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        train = history[name]
+        epochs = np.arange(1, len(train) + 1)
+        ax.plot(epochs, train, "-o", ms=3, label="train", color="C0")
+        values = list(train)
+        if f"val_{name}" in history:
+            val = history[f"val_{name}"]
+            ax.plot(epochs[: len(val)], val, "--o", ms=3, label="validation", color="C1")
+            values += list(val)
+        bad = [e for e, v in zip(epochs, train, strict=True) if not math.isfinite(v)]
+        if bad:
+            ax.axvline(bad[0], color="red", lw=1, ls=":", label=f"NaN/Inf (epoch {bad[0]})")
+        if name == "loss":
+            _log_if_wide(ax, values)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_gradient_norms(grads: GradRows) -> bytes | None:
+    """Per-layer gradient norms and update/weight ratios over steps, and a heatmap."""
+    if not grads:
+        return None
+    plt = _pyplot()
+    layers = grads.layers
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8),
+                             gridspec_kw={"width_ratios": [1.15, 1, 1.15]})
+    cmap = plt.get_cmap("viridis")
+    colors = [cmap(i / max(1, len(layers) - 1)) for i in range(len(layers))]
+    for ax, series, title in ((axes[0], grads.grad, "gradient L2 norm per layer"),
+                              (axes[1], grads.ratio, "update / weight ratio per layer")):
+        for i, layer in enumerate(layers):
+            values = np.asarray(series[layer], dtype=float)
+            ax.plot(grads.steps[layer], np.where(values > 0, values, np.nan), lw=1.2,
+                    color=colors[i], label=layer if i < MAX_LEGEND else None)
+        if series is grads.grad and TOTAL in series:
+            ax.plot(grads.steps[TOTAL], series[TOTAL], "k--", lw=1.4, label="total")
+        ax.set_yscale("log")
+        ax.set_xlabel("optimizer step")
+        ax.set_title(title)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7, loc="best", ncol=1 + len(layers) // 8)
+    # Heatmap: layers (input at the top) x logged steps, log10 of the norm.
+    steps = grads.steps[layers[0]]
+    matrix = np.full((len(layers), len(steps)), np.nan)
+    for i, layer in enumerate(layers):
+        values = np.asarray(grads.grad[layer][: len(steps)], dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            matrix[i, : len(values)] = np.where(values > 0, np.log10(values), np.nan)
+    image = axes[2].imshow(matrix, aspect="auto", cmap="magma", interpolation="nearest",
+                           extent=(steps[0] - 0.5, steps[-1] + 0.5, len(layers) - 0.5, -0.5))
+    axes[2].set_yticks(range(len(layers)))
+    axes[2].set_yticklabels(layers if len(layers) <= 24 else [""] * len(layers), fontsize=7)
+    axes[2].set_xlabel("optimizer step")
+    axes[2].set_title("log10 gradient norm (input layer at top)")
+    fig.colorbar(image, ax=axes[2], fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_learning_rate(history: dict[str, list[float]]) -> bytes | None:
+    """The learning rate per epoch."""
+    lr = history.get("learning_rate") or history.get("lr")
+    if not lr:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.plot(np.arange(1, len(lr) + 1), lr, "-o", ms=3, color="C2")
+    ax.set_xlabel("epoch")
+    ax.set_title("learning rate")
+    _log_if_wide(ax, lr)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_dead_units(history: dict[str, list[float]]) -> bytes | None:
+    """Fraction of dead units per ReLU-family layer per epoch."""
+    columns = {k[len("dead_relu/"):]: v for k, v in history.items() if k.startswith("dead_relu/")}
+    if not columns:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    for i, (name, values) in enumerate(columns.items()):
+        ax.plot(np.arange(1, len(values) + 1), values, "-o", ms=3,
+                label=name if i < MAX_LEGEND else None)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("epoch")
+    ax.set_title("dead ReLU fraction (probe batch)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_confusion_matrix(confusion: dict[str, Any]) -> bytes | None:
+    """Counts of (true, predicted) classes, with the counts written in the cells."""
+    if not confusion or not confusion.get("matrix"):
+        return None
+    plt = _pyplot()
+    m = np.asarray(confusion["matrix"])
+    labels = confusion.get("labels") or [str(i) for i in range(len(m))]
+    size = min(7.0, 1.6 + 0.45 * len(m))
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(m)))
+    ax.set_yticks(range(len(m)))
+    ax.set_xticklabels(labels, rotation=45 if max(map(len, labels)) > 3 else 0, fontsize=8)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = m.max() / 2 if m.size else 0
+    for i in range(len(m)):
+        for j in range(len(m)):
+            if m[i, j]:
+                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if m[i, j] > threshold else "black")
+    ax.set_title(f"confusion matrix, {confusion.get('split', 'test')} split "
+                 f"(accuracy {confusion.get('accuracy', float('nan')):.3f})")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_lr_finder(lrs: list[float], losses: list[float], smoothed: list[float],
+                   suggested: float | None, minimum: float | None) -> bytes:
+    """Loss against learning rate (log axis) with the suggestion marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(lrs, losses, color="0.7", lw=1, label="loss per step")
+    ax.plot(lrs, smoothed, color="C0", lw=2, label="smoothed")
+    if minimum:
+        ax.axvline(minimum, color="C3", ls=":", label=f"minimum {minimum:.2e}")
+    if suggested:
+        ax.axvline(suggested, color="C2", ls="--", label=f"suggested {suggested:.2e}")
+    ax.set_xscale("log")
+    finite = [v for v in smoothed if math.isfinite(v)]
+    if finite:
+        low, high = min(finite), finite[0]
+        ax.set_ylim(low - 0.1 * abs(high - low + 1e-12), max(high, low) * 1.5 + 1e-12)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title("learning-rate range test")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_compare(histories: dict[str, dict[str, list[float]]]) -> bytes | None:
+    """Several runs' curves overlaid: one panel per metric, train solid, val dashed."""
+    names: list[str] = []
+    for h in histories.values():
+        for name in history_metrics(h):
+            if name not in names:
+                names.append(name)
+    if not names:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        values: list[float] = []
+        for i, (label, h) in enumerate(histories.items()):
+            if name not in h:
+                continue
+            epochs = np.arange(1, len(h[name]) + 1)
+            ax.plot(epochs, h[name], "-", color=f"C{i % 10}", label=f"{label} train")
+            values += list(h[name])
+            if f"val_{name}" in h:
+                ax.plot(epochs[: len(h[f'val_{name}'])], h[f"val_{name}"], "--",
+                        color=f"C{i % 10}", label=f"{label} val")
+                values += list(h[f"val_{name}"])
+        if name == "loss":
+            _log_if_wide(ax, values)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)

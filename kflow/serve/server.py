@@ -1,0 +1,244 @@
+"""The server: aiohttp + the model manager, started, run and stopped gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from kflow.serve.config import ServerOptions
+from kflow.serve.manager import ModelManager
+from kflow.serve.metrics import ServingMetrics
+from kflow.serve.rest import RestApi
+
+__all__ = ["ModelServer", "ServerThread", "serve", "run_server", "configure_logging"]
+
+log = logging.getLogger("kflow.serve")
+
+
+class ModelServer:
+    """A TF Serving-compatible REST server over a model base.
+
+    Args:
+        base: The model base (`BASE/NAME/VERSION/`), one model's directory, or
+            `None` when `options.model_config_file` lists every model.
+        options: :class:`ServerOptions`. Defaults to `ServerOptions()`.
+
+    Example:
+
+    ```python
+    server = ModelServer("exports", ServerOptions(port=0))
+    await server.start()
+    print(server.url)          # http://127.0.0.1:PORT
+    await server.stop()        # finishes in-flight requests first
+    ```
+    """
+
+    def __init__(self, base: str | Path | None, options: ServerOptions | None = None):
+        self.base = base
+        self.options = (options or ServerOptions()).validate()
+        self.metrics = ServingMetrics()
+        self.manager: ModelManager | None = None
+        self._runner: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._parse_executor: ThreadPoolExecutor | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        host = self.options.host
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Loads the models (initial versions are available when this returns)
+        and starts listening."""
+        from aiohttp import web
+
+        workers = max(4, os.cpu_count() or 1, self.options.batching.num_batch_threads + 2)
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="kflow-model")
+        self._parse_executor = ThreadPoolExecutor(2, thread_name_prefix="kflow-parse")
+        self.manager = ModelManager(
+            self.base, self.options, self._executor,
+            on_batch=lambda m, v, rows: self.metrics.batch_size.observe(rows, m, str(v)),
+            on_load=lambda m, ok: self.metrics.load_attempts.inc(m, "ok" if ok else "error"))
+        self.metrics.add_gauge(
+            "kflow_serve_queued_rows", "Rows waiting in the batching queue.",
+            ("model", "version"), self.manager.queued_rows)
+        self.metrics.add_gauge(
+            "kflow_serve_model_version_state", "1 for the state each model version is in.",
+            ("model", "version", "state"), self._version_states)
+        await self.manager.start()
+        api = RestApi(self.manager, self.options, self.metrics, self._parse_executor)
+        app = api.make_app()
+        app.on_cleanup.append(self._cleanup)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=self.options.shutdown_grace_seconds)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.options.host, self.options.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    def _version_states(self) -> dict[tuple[str, str, str], float]:
+        out = {}
+        for name, versions in self.manager.snapshot().items():
+            for version, vs in versions.items():
+                out[(name, str(version), vs.state)] = 1.0
+        return out
+
+    async def stop(self) -> None:
+        """Stops accepting connections, lets in-flight requests finish (up to
+        `shutdown_grace_seconds`), then unloads the models."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _cleanup(self, _app) -> None:
+        await self.manager.stop()
+        self._executor.shutdown(wait=False)
+        self._parse_executor.shutdown(wait=False)
+
+
+async def serve(base: str | Path | None, options: ServerOptions | None = None,
+                on_ready: Callable[[ModelServer], None] | None = None) -> None:
+    """Runs a server until SIGINT or SIGTERM, then shuts it down gracefully."""
+    server = ModelServer(base, options)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread / Windows
+            pass
+    if on_ready is not None:
+        on_ready(server)
+    await stop.wait()
+    log.info("Shutting down: finishing in-flight requests (up to %gs).",
+             server.options.shutdown_grace_seconds)
+    await server.stop()
+    log.info("Server stopped.")
+
+
+def run_server(base: str | Path | None, options: ServerOptions | None = None,
+               on_ready: Callable[[ModelServer], None] | None = None) -> int:
+    """Blocking :func:`serve`; returns 0 after a graceful shutdown."""
+    asyncio.run(serve(base, options, on_ready))
+    return 0
+
+
+class _JsonLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage()
+
+
+def configure_logging(access_log: str | None = "-", level: int = logging.INFO) -> None:
+    """Server log lines to stderr; the access log (one JSON object per request)
+    to stderr ("-"), a file, or nowhere (`None`)."""
+    server_log = logging.getLogger("kflow.serve")
+    if not any(getattr(h, "_kflow", False) for h in server_log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s kflow serve: %(message)s",
+                                               "%Y-%m-%d %H:%M:%S"))
+        handler._kflow = True
+        server_log.addHandler(handler)
+    server_log.setLevel(level)
+    access = logging.getLogger("kflow.serve.access")
+    access.propagate = False
+    for h in list(access.handlers):
+        if getattr(h, "_kflow", False):
+            access.removeHandler(h)
+            h.close()
+    if access_log is None:
+        access.setLevel(logging.WARNING)
+        return
+    handler = (logging.StreamHandler(sys.stderr) if access_log == "-"
+               else logging.FileHandler(access_log))
+    handler.setFormatter(_JsonLineFormatter())
+    handler._kflow = True
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+
+
+class ServerThread:
+    """A :class:`ModelServer` on a background thread (tests, notebooks).
+
+    Example:
+
+    ```python
+    with ServerThread("exports", ServerOptions(port=0)) as server:
+        requests.post(f"{server.url}/v1/models/digits:predict", json=...)
+    ```
+    """
+
+    def __init__(self, base: str | Path | None, options: ServerOptions | None = None):
+        self.server = ModelServer(base, options)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def manager(self) -> ModelManager:
+        return self.server.manager
+
+    def start(self, timeout: float = 120.0) -> ServerThread:
+        ready = threading.Event()
+
+        def main() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._loop.run_until_complete(self.server.start())
+            except BaseException as exc:  # noqa: BLE001 - re-raised in start()
+                self._error = exc
+                ready.set()
+                return
+            ready.set()
+            self._loop.run_forever()
+            self._loop.close()
+
+        self._thread = threading.Thread(target=main, name="kflow-serve", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise TimeoutError("The server did not start in time.")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def call(self, coro, timeout: float | None = 120.0) -> Any:
+        """Runs a coroutine on the server's event loop and returns its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def refresh(self) -> None:
+        """Polls the model base now (loads, swaps and unloads versions)."""
+        self.call(self.server.manager.refresh())
+
+    def stop(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        try:
+            self.call(self.server.stop())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30)
+            self._thread = None
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

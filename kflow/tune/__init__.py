@@ -1,0 +1,50 @@
+"""Hyperparameter search with KerasTuner, driven by the recipe's own declarations.
+
+`kflow.tune(recipe, tuner="random"|"grid"|"bayesian"|"hyperband", ...)` (and
+`kflow tune RECIPE ...`) searches the space the recipe declares (`search=` of
+each hyperparameter), changed by `--search NAME=SPEC` or a YAML `search:`
+block. Trials train with kflow's engine in `TUNE_DIR/trials/<id>/`; the
+search writes `trials.csv`, `report.html` and `best.yaml`, resumes when
+re-run, and runs distributed with KerasTuner's chief/worker environment
+variables.
+
+Importing this package is cheap: KerasTuner and TensorFlow load when a
+search starts.
+
+Modules: `space` (the search space), `objective`, `trial` (one trial),
+`cv` (the cross-validated objective), `tuner` (the KerasTuner bridge),
+`report` (table, HTML report, best.yaml), `search` (`tune`).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+from kflow.tune.objective import Objective
+from kflow.tune.search import TUNERS, TuneResult, hyperband_schedule, tune
+from kflow.tune.space import Dim, SearchSpace, parse_search_args
+
+__all__ = [
+    "tune",
+    "TuneResult",
+    "TUNERS",
+    "SearchSpace",
+    "Dim",
+    "Objective",
+    "parse_search_args",
+    "hyperband_schedule",
+]
+
+
+class _CallableModule(types.ModuleType):
+    """`kflow.tune` is both this package and the function `tune`: importing a
+    submodule (`kflow.tune.space`) binds the package to `kflow.tune`, so the
+    package forwards calls to the function and `kflow.tune(...)` always works."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> TuneResult:
+        return tune(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
