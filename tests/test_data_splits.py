@@ -87,37 +87,54 @@ def test_bad_fold_counts(folds, message):
         kfold_splits(load_table(frame, "y"), folds)
 
 
-def test_cross_validate_refits_preprocessing_per_fold_and_never_sees_test(tmp_path,
-                                                                          monkeypatch):
-    import kflow.data.preprocessing as preprocessing
+def test_cross_validate_builds_a_model_per_fold_and_writes_cv_files(tmp_path, monkeypatch):
+    from kflow.recipe.base import Recipe
 
     seen = []
-    fit = preprocessing.preprocess_columns
+    build = Recipe.build_model
 
-    def spy(inputs, train, **kwargs):
+    def spy(self, train):
         seen.append(len(train))
-        return fit(inputs, train, **kwargs)
+        return build(self, train)
 
-    monkeypatch.setattr(preprocessing, "preprocess_columns", spy)
-    result = kflow.cross_validate(str(EXAMPLE_YAML), folds=3, epochs=2, out_dir=tmp_path / "cv",
-                                  verbose=0)
-    assert result.info["num_pool"] == 337 and result.info["num_test_not_used"] == 60
-    assert result.info["splitter"] == "StratifiedKFold"
-    assert [f["fold"] for f in result.folds] == [1, 2, 3]
-    # One fit per fold, on that fold's training part only (not the pool, not the test rows).
+    monkeypatch.setattr(Recipe, "build_model", spy)
+    result = kflow.cross_validate("breast-cancer-mlp", folds=2, epochs=1, seed=0,
+                                  out_dir=tmp_path / "cv", verbose=0)
+    # The test split (86 rows) is set aside exactly as `kflow train` does.
+    assert result.info["num_pool"] == 483 and result.info["num_test_not_used"] == 86
+    assert [f["fold"] for f in result.folds] == [1, 2]
+    # One model (and preprocessing fit) per fold, on that fold's training part only.
     assert seen == [f["num_train"] for f in result.folds]
-    assert all(f["num_held_out"] in (112, 113) for f in result.folds)
-    assert all(f["num_train"] + f["num_early_stopping"] + f["num_held_out"] == 337
+    assert all(f["num_train"] + f["num_early_stopping"] + f["num_held_out"] == 483
                for f in result.folds)
     assert result.mean["accuracy"] == pytest.approx(np.mean([f["accuracy"]
                                                              for f in result.folds]))
     assert result.std["accuracy"] == pytest.approx(np.std([f["accuracy"]
                                                            for f in result.folds]))
     saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
-    assert len(saved["per_fold"]) == 3 and set(saved["mean"]) == {"accuracy", "auc", "loss"}
+    assert len(saved["per_fold"]) == 2 and set(saved["mean"]) == {"accuracy", "auc", "loss"}
     rows = (tmp_path / "cv" / "cv.csv").read_text().splitlines()
     assert rows[0].startswith("fold,num_train") and [r.split(",")[0] for r in rows[1:]] == [
-        "1", "2", "3", "mean", "std"]
+        "1", "2", "mean", "std"]
     assert (tmp_path / "cv" / "config.yaml").is_file()
     assert not (tmp_path / "cv" / "metrics.json").exists()
     assert "mean ± std" in result.table()
+
+
+@pytest.mark.slow
+def test_cross_validate_refits_tabular_preprocessing_per_fold(tmp_path, monkeypatch):
+    import kflow.data.preprocessing as preprocessing
+
+    fitted = []
+    fit = preprocessing.preprocess_columns
+
+    def spy(inputs, train, **kwargs):
+        fitted.append(np.nanmean(train.x["hours_studied"]))
+        out = fit(inputs, train, **kwargs)
+        return out
+
+    monkeypatch.setattr(preprocessing, "preprocess_columns", spy)
+    result = kflow.cross_validate(str(EXAMPLE_YAML), folds=3, epochs=2, save=False, verbose=0)
+    assert result.info["num_pool"] == 337 and result.info["num_test_not_used"] == 60
+    assert len(fitted) == 3 and len(set(np.round(fitted, 6))) == 3  # a different fit per fold
+    assert all(f["num_held_out"] in (112, 113) for f in result.folds)

@@ -219,7 +219,7 @@ _json = st.recursive(_leaf, lambda inner: st.lists(inner, max_size=4), max_leave
 _dtypes = st.sampled_from([1, 2, 3, 4, 5, 6, 7, 9, 10, 22, 23])
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(value=_json, dtype=_dtypes)
 def test_fast_path_agrees_with_the_exact_walk(value, dtype):
     try:

@@ -76,8 +76,9 @@ def test_yaml_style_specs_and_only():
     [
         (["dropot=0:0.5"], r"^Unknown hyperparameter 'dropot' in --search for recipe digits-mlp "
                            r"\(did you mean 'dropout'\?\)\. Run `kflow recipes show digits-mlp`"),
-        (["dropout=0.5:0.1"], r"^The search range of 'dropout' for digits-mlp is inverted: low "
-                              r"0\.5 > high 0\.1 \(--search dropout=0\.5:0\.1\)\. Write it LOW:HIGH"),
+        (["dropout=0.5:0.1"], r"^The search range of 'dropout' for digits-mlp is inverted: "
+                              r"low 0\.5 > high 0\.1 \(--search dropout=0\.5:0\.1\)\. Write it "
+                              r"LOW:HIGH"),
         (["dropout=0.2:0.2"], r"^The search range of 'dropout' for digits-mlp is empty: low == "
                               r"high == 0\.2 .* use --set dropout=0\.2\.$"),
         (["dropout="], r"^The search range of 'dropout' for digits-mlp is empty"),

@@ -24,10 +24,14 @@ def make_dataset(
 ):
     """Builds a `tf.data.Dataset` of `(x, y)` batches (or `x` batches without `y`).
 
-    The elements are sliced from in-memory tensors, cached after the first
-    pass, reshuffled every epoch with `seed` (training only), batched, mapped
-    by `map_fn` one whole batch at a time (vectorized, in parallel) and
-    prefetched, so the accelerator never waits for the next batch.
+    The arrays are held once as in-memory tensors. Each epoch of a training
+    pipeline shuffles the row *indices* (seeded, a new order every epoch),
+    batches them, and gathers whole batches of rows in one vectorized op per
+    column, instead of shuffling and batching row by row; `map_fn` is then
+    applied to a whole batch at a time, in parallel; batches are prefetched
+    so the next one is ready while the model trains on the current one.
+    Evaluation pipelines keep the row order and, with `cache`, keep their
+    (mapped) batches in memory after the first pass.
 
     Args:
         x: Features: an array, or a dict of named column arrays.
@@ -35,7 +39,8 @@ def make_dataset(
         batch_size: Samples per batch.
         training: Shuffle each epoch when `True`.
         seed: Shuffle seed. Defaults to 0.
-        cache: Cache the elements in memory after the first pass. Defaults to `True`.
+        cache: Cache the batches of an evaluation pipeline in memory after
+            the first pass. Defaults to `True`.
         map_fn: A function of a batch `x` returning the new `x` (e.g. the
             preprocessor from `kflow.data.split_preprocessing`), applied after
             batching. Defaults to `None`.
@@ -50,15 +55,21 @@ def make_dataset(
     import tensorflow as tf
 
     n = len(y) if y is not None else num_rows(x)
-    ds = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
-    if cache:
-        ds = ds.cache()
+    tensors = tf.nest.map_structure(tf.convert_to_tensor, x if y is None else (x, y))
+    index = tf.data.Dataset.range(n)
     if training:
-        ds = ds.shuffle(min(n, 100_000), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+        index = index.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    index = index.batch(batch_size)
+
+    def gather(rows):
+        return tf.nest.map_structure(lambda t: tf.gather(t, rows), tensors)
+
+    ds = index.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if map_fn is not None:
         fn = map_fn if y is None else (lambda bx, by: (map_fn(bx), by))
         ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache and not training:
+        ds = ds.cache()
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     ds = ds.with_options(options)

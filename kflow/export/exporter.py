@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import uuid
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,19 +171,20 @@ def _gate(task: str, variants: dict[str, dict[str, Any]], keras_metric: float | 
 
 
 def _gate_failure(task: str, variants: dict[str, dict[str, Any]], max_accuracy_drop: float,
-                  max_error_increase: float) -> AccuracyGateError | None:
+                  max_error_increase: float, hint: str = "") -> AccuracyGateError | None:
     for name, v in variants.items():
+        tip = f" {hint}" if hint and name == "int8" else ""
         if v.get("passed") is False:
             ref = "Keras" if name == "float32" or "float32" not in variants else "float32"
             if task == "regression":
                 return AccuracyGateError(
                     f"TFLite {name} MAE {v['mae']:.4g} is {v['increase_percent']:.1f}% above "
-                    f"{ref}; the gate allows {max_error_increase:g}% (--max-error-increase). "
-                    "Nothing was exported.")
+                    f"{ref}; the gate allows {max_error_increase:g}% (--max-error-increase)."
+                    f"{tip} Nothing was exported.")
             return AccuracyGateError(
                 f"TFLite {name} accuracy {v['accuracy']:.4f} is {v['drop_points']:.2f} points "
-                f"below {ref}; the gate allows {max_accuracy_drop:g} (--max-accuracy-drop). "
-                "Nothing was exported.")
+                f"below {ref}; the gate allows {max_accuracy_drop:g} (--max-accuracy-drop)."
+                f"{tip} Nothing was exported.")
     return None
 
 
@@ -304,7 +306,11 @@ def export_run(
                 f"could not be loaded ({data.reason}). Pass --representative-data FILE "
                 "(.npy / .npz of model inputs) or leave int8 out of --tflite.")
 
-    run = load_run(run_dir)
+    with warnings.catch_warnings():
+        # Subclassed training models (kflow.insight) skip compile() on load; export
+        # does not need it.
+        warnings.filterwarnings("ignore", message=r".*compile\(\)` was not called")
+        run = load_run(run_dir)
     model = run.model
     check_single_output(model)
     layout = InputLayout.from_model(model, run.info.get("feature_names"), split_features)
@@ -334,6 +340,8 @@ def export_run(
     result = ExportResult(run_dir=run_dir, name=name, report=report)
     staging_export = run_dir / f".export-staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging_version = None
+    fresh_model_dir = mb is not None and not mb.model_dir(name).exists()
+    published = False
     lock = mb.lock(name) if mb is not None else _null_context()
     try:
         with lock:
@@ -354,7 +362,8 @@ def export_run(
                     int8_io, tflite_preprocessing, max_accuracy_drop, max_error_increase,
                     representative_samples, latency_samples, say)
                 failure = _gate_failure(task, report["tflite"]["variants"],
-                                        max_accuracy_drop, max_error_increase)
+                                        max_accuracy_drop, max_error_increase,
+                                        _int8_hint(model, report["tflite"]))
                 if failure is not None:
                     raise failure
             # Everything checked: publish.
@@ -377,15 +386,29 @@ def export_run(
             result.tflite_files = {
                 v: export_dir / info["file"]
                 for v, info in (report.get("tflite") or {}).get("variants", {}).items()}
+            published = True
     finally:
         if staging_version is not None:
             shutil.rmtree(staging_version, ignore_errors=True)
         if staging_export.exists():
             shutil.rmtree(staging_export, ignore_errors=True)
+        if not published and fresh_model_dir:
+            mb.remove_if_empty(name)
     from kflow.export.report import attach_to_run_report
 
     result.notes.append(attach_to_run_report(run_dir, report))
     return result
+
+
+def _int8_hint(model: Any, tflite_report: dict[str, Any]) -> str:
+    """Why int8 may fail with the preprocessing inside the model, and what to do."""
+    from kflow.export.sidecar import preprocessing_layer_names
+
+    if tflite_report.get("preprocessing") != "model" or not preprocessing_layer_names(model):
+        return ""
+    return ("int8 quantizes each input tensor with one scale, so raw features of very "
+            "different ranges lose precision before the model's own scaling; re-run with "
+            "--tflite-preprocessing sidecar to quantize the scaled inputs instead.")
 
 
 class _null_context:

@@ -108,11 +108,14 @@ class InputLayout:
         structure: How the model takes its inputs: "single", "dict" or "list".
         model_inputs: The model's inputs, in the model's order.
         signature_inputs: The signature's named inputs.
+        feed_dict: Feed the model a `{input name: tensor}` dict (a functional
+            model whose inputs are a list or dict maps names onto them).
     """
 
     structure: str
     model_inputs: list[ModelInput]
     signature_inputs: list[SignatureInput] = field(default_factory=list)
+    feed_dict: bool = False
 
     @classmethod
     def from_model(cls, model: Any, feature_names: list[str] | None = None,
@@ -126,6 +129,9 @@ class InputLayout:
                 its own signature input. Defaults to `True`.
         """
         struct = model.input
+        as_dict = isinstance(struct, (list, tuple, dict))
+        if isinstance(struct, (list, tuple)) and len(struct) == 1:
+            struct = struct[0]  # a loaded functional model may list its single input
         if isinstance(struct, dict):
             structure, tensors = "dict", list(struct.items())
         elif isinstance(struct, (list, tuple)):
@@ -135,7 +141,7 @@ class InputLayout:
         inputs = [
             ModelInput(str(key), str(t.dtype), tuple(t.shape[1:])) for key, t in tensors
         ]
-        layout = cls(structure, inputs)
+        layout = cls(structure, inputs, feed_dict=as_dict)
         taken: set[str] = set()
         sig: list[SignatureInput] = []
         for mi in inputs:
@@ -195,7 +201,7 @@ class InputLayout:
     def _structure(self, values: dict[str, Any]) -> Any:
         # Keras maps a dict onto a list of inputs by input name, so several inputs
         # always travel as a dict (tf.data cannot slice a list of mixed dtypes).
-        if self.structure == "single":
+        if self.structure == "single" and not self.feed_dict:
             return values[self.model_inputs[0].name]
         return values
 

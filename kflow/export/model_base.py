@@ -183,19 +183,28 @@ class ModelBase:
 
     # -- checks --------------------------------------------------------------------
     def check_writable(self, name: str) -> None:
-        """Creates `BASE/NAME` and writes a probe file there; one-line error if it can't."""
+        """Creates the base if needed and writes a probe file in it (and in `BASE/NAME`
+        when that exists); raises a one-line `BaseNotWritableError` if it can't."""
         d = self.model_dir(name)
         try:
-            d.mkdir(parents=True, exist_ok=True)
-            probe = d / f".kflow-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            probe.write_text("")
-            probe.unlink()
+            self.path.mkdir(parents=True, exist_ok=True)
+            for folder in (self.path, d) if d.is_dir() else (self.path,):
+                probe = folder / f".kflow-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                probe.write_text("")
+                probe.unlink()
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             raise BaseNotWritableError(
-                f"Model base '{self.path}' is not writable ({reason}: '{exc.filename or d}'); "
-                "choose another --base or fix its permissions."
+                f"Model base '{self.path}' is not writable ({reason}: "
+                f"'{exc.filename or self.path}'); choose another --base or fix its permissions."
             ) from None
+
+    def remove_if_empty(self, name: str) -> None:
+        """Removes `BASE/NAME` if it holds no version (after a failed first export)."""
+        d = self.model_dir(name)
+        if d.is_dir() and not self.versions(name) and not any(
+                p.name.startswith(STAGING_PREFIX) for p in d.iterdir()):
+            shutil.rmtree(d, ignore_errors=True)
 
     def check_version(self, name: str, version: int, overwrite: bool) -> None:
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:

@@ -51,7 +51,8 @@ __all__ = [
     "VANISHING_RATIO", "VANISHING_NORM", "EXPLODING_RATIO", "EXPLODING_GROWTH",
     "DEAD_RELU_FRACTION", "OSCILLATION_FRACTION", "OSCILLATION_MIN_RISE",
     "SMALL_IMPROVEMENT", "UPDATE_RATIO_LOW", "OVERFIT_VAL_RISE", "OVERFIT_ACCURACY_GAP",
-    "UNDERFIT_LOSS_FRACTION", "FLAT_IMPROVEMENT", "MIN_EPOCHS",
+    "UNDERFIT_LOSS_FRACTION", "FLAT_IMPROVEMENT", "MIN_EPOCHS", "EXPLODING_SPIKE",
+    "ABOVE_CHANCE",
 ]
 
 SEVERITIES = ("error", "warning", "info")
@@ -64,12 +65,14 @@ VANISHING_NORM = 1e-7
 EXPLODING_RATIO = 1e3
 #: Total gradient norm of the last logged epoch / the first's at or above this: exploding.
 EXPLODING_GROWTH = 1e2
+#: Largest total gradient norm / the run's median at or above this: an exploding spike.
+EXPLODING_SPIKE = 1e3
 #: A layer with at least this fraction of dead units (last epoch) is flagged.
 DEAD_RELU_FRACTION = 0.5
 #: Fraction of epoch-to-epoch training-loss changes that are rises, at or above: oscillating.
 OSCILLATION_FRACTION = 0.3
 #: A rise counts for oscillation when it is at least this relative to the previous loss.
-OSCILLATION_MIN_RISE = 0.02
+OSCILLATION_MIN_RISE = 0.05
 #: Relative fall of the training loss over the run below this: the loss "barely moves".
 SMALL_IMPROVEMENT = 0.02
 #: Median update/weight ratio below this: steps too small to move the weights.
@@ -84,6 +87,9 @@ UNDERFIT_LOSS_FRACTION = 0.5
 FLAT_IMPROVEMENT = 0.01
 #: Epochs needed before trends (oscillation, flat, rising) are judged.
 MIN_EPOCHS = 3
+#: A classifier whose final training loss is above this multiple of the chance-level
+#: loss did worse than guessing: its steps diverged.
+ABOVE_CHANCE = 1.2
 
 _NORMALIZATION_KINDS = ("BatchNormalization", "LayerNormalization", "GroupNormalization",
                         "UnitNormalization", "Normalization")
@@ -252,6 +258,17 @@ def _rule_exploding(c: _Context) -> Finding | None:
             epoch = g.epochs[TOTAL][bad[0]] + 1
             evidence.append(f"the total gradient norm was {total[bad[0]]} at step "
                             f"{g.steps[TOTAL][bad[0]]} (epoch {epoch})")
+        finite = [(v, i) for i, v in enumerate(total) if math.isfinite(v)]
+        if len(finite) >= 3:
+            median = float(np.median([v for v, _ in finite]))
+            peak, at = max(finite)
+            if median > 0 and peak / median >= EXPLODING_SPIKE:
+                epoch = epoch or g.epochs[TOTAL][at] + 1
+                data["spike"] = peak / median
+                evidence.append(
+                    f"the total gradient norm reached {_fmt(peak)} at step {g.steps[TOTAL][at]} "
+                    f"(epoch {g.epochs[TOTAL][at] + 1}), {_fmt(peak / median)}x its median "
+                    f"({_fmt(median)})")
         first_epoch, last_epoch = _epoch_medians(g, TOTAL)
         if first_epoch and last_epoch and first_epoch[1] > 0:
             growth = last_epoch[1] / first_epoch[1]
@@ -308,7 +325,7 @@ def _layer_ratio(g: GradRows) -> tuple[str, str, float, int] | None:
     ratios, epochs = [], []
     for step, (ga, e) in a.items():
         gb = b.get(step, (math.nan, e))[0]
-        if math.isfinite(ga) and math.isfinite(gb) and gb > 0:
+        if math.isfinite(ga) and math.isfinite(gb) and gb > 0 and ga > 0:
             ratios.append(ga / gb)
             epochs.append(e)
     if not ratios:
@@ -322,7 +339,7 @@ def _rule_vanishing(c: _Context) -> Finding | None:
     if ratio is None:
         return None
     first, last, median, epoch = ratio
-    first_norms = _finite(g.grad[first])
+    first_norms = [v for v in _finite(g.grad[first]) if v > 0]  # exact 0: dead units
     last_norms = _finite(g.grad[last])
     med_first = float(np.median(first_norms)) if first_norms else math.nan
     med_last = float(np.median(last_norms)) if last_norms else math.nan
@@ -391,6 +408,16 @@ def _rule_lr_too_large(c: _Context) -> Finding | None:
     why = ("The step size eta in w <- w - eta * dLoss/dw is so large that each step jumps "
            "over the valley's bottom to the other side, higher up: the loss oscillates or "
            "grows instead of going downhill.")
+    chance = _chance_loss(c) if c.task in ("multiclass", "binary") else None
+    if chance and loss[-1] > ABOVE_CHANCE * chance and loss[-1] > min(loss):
+        return Finding(
+            id="lr_too_large", severity="error",
+            title="Learning rate too large: worse than guessing",
+            evidence=(f"The training loss ended at {_fmt(loss[-1])} (epoch {len(loss)}), above "
+                      f"the chance level {_fmt(chance)} (lowest: {_fmt(min(loss))}), with {lr}."),
+            why=why, advice=tips, epoch=len(loss),
+            data={"last_loss": loss[-1], "chance_loss": chance},
+        )
     if loss[-1] > loss[0]:
         peak = int(np.argmax(loss))
         return Finding(
@@ -406,7 +433,9 @@ def _rule_lr_too_large(c: _Context) -> Finding | None:
     diffs = np.diff(loss) / np.maximum(np.abs(loss[:-1]), 1e-12)
     rises = diffs >= OSCILLATION_MIN_RISE
     fraction = float(rises.mean())
-    if fraction < OSCILLATION_FRACTION:
+    half = len(loss) // 2
+    stalled = min(loss[half:]) >= 0.5 * min(loss[:half])  # no real progress in the 2nd half
+    if fraction < OSCILLATION_FRACTION or not stalled:
         return None
     epochs = [int(i) + 2 for i in np.flatnonzero(rises)]
     return Finding(
@@ -455,7 +484,7 @@ def _rule_overfitting(c: _Context) -> Finding | None:
     if n > MIN_EPOCHS and all(math.isfinite(v) for v in val[:n] + loss[:n]):
         best = int(np.argmin(val[:n]))
         rise = (val[n - 1] - val[best]) / max(abs(val[best]), 1e-12)
-        if (rise >= OVERFIT_VAL_RISE and n - 1 - best >= 2 and loss[n - 1] < loss[best]):
+        if (rise >= OVERFIT_VAL_RISE and n - 1 - best >= MIN_EPOCHS and loss[n - 1] < loss[best]):
             epoch = best + 1
             evidence.append(
                 f"the validation loss was lowest at epoch {best + 1} ({_fmt(val[best])}) and "

@@ -37,6 +37,16 @@ def _pyplot():
     return plt
 
 
+def _log_axis(ax, axis: str = "y") -> None:
+    """A log scale labelled "1e-03" (plain text: mathtext labels are slow to render)."""
+    from matplotlib.ticker import LogFormatter
+
+    getattr(ax, f"set_{axis}scale")("log")
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_formatter(LogFormatter())
+    target.set_minor_formatter(LogFormatter(minor_thresholds=(1, 0.5)))
+
+
 def _png(fig) -> bytes:
     plt = _pyplot()
     buf = io.BytesIO()
@@ -55,7 +65,7 @@ def history_metrics(history: dict[str, list[float]]) -> list[str]:
 def _log_if_wide(ax, values: list[float]) -> None:
     finite = [v for v in values if v is not None and math.isfinite(v) and v > 0]
     if len(finite) > 1 and max(finite) / min(finite) > 100:
-        ax.set_yscale("log")
+        _log_axis(ax)
 
 
 def plot_learning_curves(history: dict[str, list[float]]) -> bytes | None:
@@ -88,28 +98,38 @@ def plot_learning_curves(history: dict[str, list[float]]) -> bytes | None:
 
 
 def plot_gradient_norms(grads: GradRows) -> bytes | None:
-    """Per-layer gradient norms and update/weight ratios over steps, and a heatmap."""
+    """Per-layer gradient norms and update/weight ratios over steps, and a heatmap.
+
+    The line plots show the layers with weights (normalization layers are in
+    the heatmap only); the first and last of them are drawn thicker.
+    """
     if not grads:
         return None
     plt = _pyplot()
     layers = grads.layers
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8),
-                             gridspec_kw={"width_ratios": [1.15, 1, 1.15]})
-    cmap = plt.get_cmap("viridis")
-    colors = [cmap(i / max(1, len(layers) - 1)) for i in range(len(layers))]
+    lined = [n for n in layers if "Normalization" not in grads.kinds.get(n, "")] or layers
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2),
+                             gridspec_kw={"width_ratios": [1.1, 1, 1.1]})
+    cmap = plt.get_cmap("plasma")
+    colors = [cmap(0.85 * i / max(1, len(lined) - 1)) for i in range(len(lined))]
     for ax, series, title in ((axes[0], grads.grad, "gradient L2 norm per layer"),
                               (axes[1], grads.ratio, "update / weight ratio per layer")):
-        for i, layer in enumerate(layers):
+        for i, layer in enumerate(lined):
             values = np.asarray(series[layer], dtype=float)
-            ax.plot(grads.steps[layer], np.where(values > 0, values, np.nan), lw=1.2,
-                    color=colors[i], label=layer if i < MAX_LEGEND else None)
+            edge = i in (0, len(lined) - 1)
+            show = edge or len(lined) <= MAX_LEGEND
+            ax.plot(grads.steps[layer], np.where(values > 0, values, np.nan),
+                    lw=2.2 if edge else 1.0, color=colors[i], label=layer if show else None)
         if series is grads.grad and TOTAL in series:
-            ax.plot(grads.steps[TOTAL], series[TOTAL], "k--", lw=1.4, label="total")
-        ax.set_yscale("log")
+            total = np.asarray(series[TOTAL], dtype=float)
+            ax.plot(grads.steps[TOTAL], np.where(total > 0, total, np.nan), "k--", lw=1.2,
+                    label="total")
+        _log_axis(ax)
         ax.set_xlabel("optimizer step")
         ax.set_title(title)
         ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=7, loc="best", ncol=1 + len(layers) // 8)
+    axes[0].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                   ncol=min(4, len(lined) + 1), frameon=False)
     # Heatmap: layers (input at the top) x logged steps, log10 of the norm.
     steps = grads.steps[layers[0]]
     matrix = np.full((len(layers), len(steps)), np.nan)
@@ -117,8 +137,9 @@ def plot_gradient_norms(grads: GradRows) -> bytes | None:
         values = np.asarray(grads.grad[layer][: len(steps)], dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
             matrix[i, : len(values)] = np.where(values > 0, np.log10(values), np.nan)
+    right = steps[-1] + 0.5 if len(steps) > 1 else steps[0] + 0.5
     image = axes[2].imshow(matrix, aspect="auto", cmap="magma", interpolation="nearest",
-                           extent=(steps[0] - 0.5, steps[-1] + 0.5, len(layers) - 0.5, -0.5))
+                           extent=(steps[0] - 0.5, right, len(layers) - 0.5, -0.5))
     axes[2].set_yticks(range(len(layers)))
     axes[2].set_yticklabels(layers if len(layers) <= 24 else [""] * len(layers), fontsize=7)
     axes[2].set_xlabel("optimizer step")
@@ -202,7 +223,7 @@ def plot_lr_finder(lrs: list[float], losses: list[float], smoothed: list[float],
         ax.axvline(minimum, color="C3", ls=":", label=f"minimum {minimum:.2e}")
     if suggested:
         ax.axvline(suggested, color="C2", ls="--", label=f"suggested {suggested:.2e}")
-    ax.set_xscale("log")
+    _log_axis(ax, "x")
     finite = [v for v in smoothed if math.isfinite(v)]
     if finite:
         low, high = min(finite), finite[0]

@@ -331,9 +331,14 @@ def _fast_array(val: Any, dtype: int, may_have_bool: bool) -> np.ndarray:
         raise _Fallback from None
     kind = arr.dtype.kind
     if dtype == DT_STRING:
-        if kind == "U":
+        if kind == "U":  # numpy also turns numbers mixed with strings into strings
+            cells = np.empty(arr.shape, dtype=object)
+            cells[...] = val
+            flat = cells.ravel().tolist()
+            if not all(type(s) is str for s in flat):
+                raise _Fallback
             out = np.empty(arr.size, dtype=object)
-            out[:] = [s.encode("utf-8", "surrogatepass") for s in arr.ravel().tolist()]
+            out[:] = [s.encode("utf-8", "surrogatepass") for s in flat]
             return out.reshape(arr.shape)
         if arr.size == 0 and kind == "f":
             return np.empty(arr.shape, dtype=object)
@@ -710,6 +715,6 @@ def make_json_from_regression(values: list[float]) -> str:
 
 
 def error_json(message: str) -> str:
-    """`{"error": "<message>"}`, valid JSON whatever the message holds."""
-    return json.dumps({"error": message}, ensure_ascii=False)
+    """`{"error": "<message>"}`, valid JSON (and encodable) whatever the message holds."""
+    return json.dumps({"error": message})
 

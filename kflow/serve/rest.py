@@ -314,7 +314,7 @@ class RestApi:
             request_id = request.headers.get("X-Request-Id")
             if request_id:
                 entry["request_id"] = request_id[:128]
-            access_log.info(json.dumps(entry, ensure_ascii=False))
+            access_log.info(json.dumps(entry))
 
 
 def _classification_json(sig, outputs: dict[str, np.ndarray], n: int) -> str:

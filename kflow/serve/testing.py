@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "build_test_base", "write_scale_version", "write_broken_version", "multi_expected",
+    "build_test_base", "shared_test_base", "TFServingProcess", "free_port",
+    "write_scale_version", "write_broken_version", "multi_expected",
     "MODELS_CONFIG_TEXT", "SINGLE_W", "SINGLE_B",
 ]
 
@@ -233,3 +234,85 @@ def build_test_base(root: str | Path, config: bool = True) -> Path:
     if config:
         (root / "models.config").write_text(MODELS_CONFIG_TEXT.format(base=root))
     return root
+
+
+def shared_test_base(directory: str | Path) -> Path:
+    """`build_test_base` under `directory/serve-test-base`, built once and reused
+    (test modules of one session share it; a lock guards concurrent builders)."""
+    import fcntl
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    base = directory / "serve-test-base"
+    marker = directory / "serve-test-base.complete"
+    with open(directory / "serve-test-base.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            shutil.rmtree(base, ignore_errors=True)
+            build_test_base(base)
+            marker.touch()
+    return base
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TFServingProcess:
+    """The real `tensorflow_model_server` on a models.config, for conformance runs.
+
+    Args:
+        model_config_file: TF Serving's `--model_config_file`.
+        binary: Path or name of `tensorflow_model_server`.
+        log_path: Where its output goes.
+    """
+
+    def __init__(self, model_config_file: str | Path, binary: str = "tensorflow_model_server",
+                 log_path: str | Path | None = None, extra_args: tuple[str, ...] = ()):
+        self.config = str(model_config_file)
+        self.binary = binary
+        self.rest_port = free_port()
+        self.grpc_port = free_port()
+        self.log_path = Path(log_path or tempfile.mktemp(suffix="-tfs.log"))
+        self.extra_args = extra_args
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    def start(self, ready_model: str, timeout: float = 180.0) -> TFServingProcess:
+        import subprocess
+        import time
+        import urllib.request
+
+        log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            [self.binary, f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}",
+             f"--model_config_file={self.config}", "--file_system_poll_wait_seconds=1",
+             "--allow_version_labels_for_unavailable_models=true", *self.extra_args],
+            stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tensorflow_model_server exited; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/v1/models/{ready_model}", timeout=2):
+                    return self
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"tensorflow_model_server did not become ready; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except Exception:  # noqa: BLE001
+                self.process.kill()
+        self.process = None

@@ -49,6 +49,9 @@ class LectureMLP(LayerChoices, Recipe):
                         "1e-3..1e3, 2 classes).")
     samples = hp.Int(0, low=0, group="data",
                      doc="Use only the first N samples of the dataset (0: all).")
+    label_noise = hp.Float(0.0, low=0.0, high=1.0, group="data",
+                           doc="Fraction of labels replaced by random classes (noise a large "
+                           "model can memorize: overfitting).")
     hidden_layers = hp.Int(2, low=1, high=64, doc="Number of hidden layers (depth).")
     units = hp.Int(64, low=1, doc="Units per hidden layer.")
     init_scale = hp.Float(
@@ -65,6 +68,10 @@ class LectureMLP(LayerChoices, Recipe):
             data = load_sklearn("digits")
         if self.samples and len(data) > self.samples:
             data = data.subset(np.arange(self.samples))
+        if self.label_noise:
+            rng = np.random.default_rng(1)
+            flip = rng.random(len(data)) < self.label_noise
+            data.y[flip] = rng.integers(0, data.num_classes, int(flip.sum()))
         return data
 
     def layer_style(self):
