@@ -73,8 +73,17 @@ def tabular_tflite_export():
     from kflow.export import export_run
 
     run_dir = copy_run(tabular_run(), "tabular-tflite")
-    return export_run(run_dir, serving=False, tflite="all", tflite_preprocessing="sidecar",
-                      latency_samples=20)
+    return export_run(run_dir, base=fresh_dir("base"), name="students", tflite="all",
+                      tflite_preprocessing="sidecar", latency_samples=20)
+
+
+@functools.cache
+def digits_int8_io_export():
+    """The int8 variant of `digits_cnn_run()` with int8 inputs and outputs."""
+    from kflow.export import export_run
+
+    run_dir = copy_run(digits_cnn_run(), "digits-int8io")
+    return export_run(run_dir, serving=False, tflite="int8", int8_io=True, latency_samples=5)
 
 
 def load_test_split(run_dir: Path):

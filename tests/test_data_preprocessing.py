@@ -152,6 +152,7 @@ def test_exported_trained_model_takes_raw_rows(example_run, tmp_path):
     _serve_raw_rows(example_run.model, tmp_path / "saved_model")
 
 
+@pytest.mark.slow  # a fresh Python process imports TensorFlow
 def test_load_run_in_a_fresh_process_restores_the_preprocessing(example_run):
     code = (
         "import json, sys, numpy as np, kflow\n"

@@ -24,8 +24,13 @@ from kflow.export import (
     read_warmup_requests,
 )
 from kflow.export.saved_model import check_saved_model, write_saved_model
-from tests.conftest import run_cli
-from tests.export_fixtures import copy_run, digits_cnn_run, fresh_dir, tabular_run, load_test_split
+from tests.export_fixtures import (
+    copy_run,
+    digits_cnn_run,
+    digits_tflite_export,
+    load_test_split,
+    tabular_tflite_export,
+)
 
 
 def _numeric_versions(model_dir: Path) -> list[str]:
@@ -38,9 +43,8 @@ def _hidden(model_dir: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def digits_export():
-    base = fresh_dir("base")
-    result = export_run(digits_cnn_run(), base=base)
-    return result, base
+    result = digits_tflite_export()  # SavedModel version 1 + TFLite, shared with other tests
+    return result, result.version_dir.parents[1]
 
 
 # -- round trips ------------------------------------------------------------------------------
@@ -68,9 +72,9 @@ def test_digits_signature_names_inputs_and_outputs(digits_export):
     assert result.report["signature"]["outputs"]["probabilities"]["shape"] == [None, 10]
 
 
-def test_dict_input_tabular_round_trip(tmp_path):
-    run_dir = tabular_run()
-    result = export_run(run_dir, base=tmp_path / "base", name="students")
+def test_dict_input_tabular_round_trip():
+    result = tabular_tflite_export()
+    run_dir = result.run_dir
     run = kflow.load_run(run_dir)
     sig = tf.saved_model.load(str(result.version_dir)).signatures["serving_default"]
     inputs = sig.structured_input_signature[1]
@@ -88,6 +92,9 @@ def test_dict_input_tabular_round_trip(tmp_path):
     np.testing.assert_array_equal(out["class_id"], (p > 0.5).astype("int64"))
     assert set(n.decode() for n in out["class_name"]) <= {"fail", "pass"}
     assert sorted(out) == ["class_id", "class_name", "probabilities"]
+    request = read_warmup_requests(result.version_dir)[0].predict_log.request
+    assert sorted(request.inputs) == sorted(inputs)
+    assert request.inputs["school"].dtype == tf.string.as_datatype_enum
 
 
 def test_small_dict_model_with_string_lookup(tmp_path):
@@ -174,8 +181,10 @@ def test_warmup_records_parse_as_prediction_logs(digits_export):
 def test_versions_are_numbered_and_refused_unless_overwrite(tmp_path):
     base, run_dir = tmp_path / "base", digits_cnn_run()
     first = export_run(run_dir, base=base, warmup_rows=0)
+    stale = base / "digits-cnn" / ".kflow-staging-v2-99999999-deadbeef"  # a killed export
+    stale.mkdir()
     second = export_run(run_dir, base=base, warmup_rows=0)
-    assert (first.version, second.version) == (1, 2)
+    assert (first.version, second.version) == (1, 2) and not stale.exists()
     with pytest.raises(VersionExistsError, match="Version 1 of model 'digits-cnn' already "
                        "exists .*pass --overwrite to replace it, or leave out --version to "
                        "publish version 3"):
@@ -270,6 +279,17 @@ def test_int8_without_representative_data(tmp_path):
     np.save(empty, np.zeros((0, 8, 8, 1), "float32"))
     with pytest.raises(RepresentativeDataError, match="the representative sample is empty"):
         export_run(run_dir, base=tmp_path / "base", tflite="int8", representative_data=empty)
+    # With a calibration file the export goes through; parity uses made-up rows and the
+    # accuracy gate is skipped (no test split), which the report says.
+    rows = tmp_path / "rows.npy"
+    np.save(rows, load_test_split(digits_cnn_run()).x[:50])
+    result = export_run(run_dir, base=tmp_path / "base", tflite="int8", latency_samples=2,
+                        representative_data=rows)
+    assert result.version == 1
+    assert result.report["saved_model"]["rows_source"].startswith("made-up rows")
+    int8 = result.report["tflite"]["variants"]["int8"]
+    assert int8["passed"] is None and "accuracy" not in int8
+    assert "skipped: no test data" in result.report["tflite"]["gate"]
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -287,22 +307,47 @@ def test_bad_options(tmp_path, kwargs, message):
 
 
 # -- the command line ---------------------------------------------------------------------------
-def test_cli_export_and_its_errors(tmp_path):
+def test_cli_export_and_its_errors(tmp_path, capsys):
+    from kflow.cli.main import main
+
     run_dir = copy_run(digits_cnn_run(), "cli")
     base = tmp_path / "base"
-    done = run_cli("export", str(run_dir), "--base", str(base), "--tflite", "float32",
-                   "--warmup-rows", "2")
-    assert done.returncode == 0, done.stderr
-    assert f"SavedModel: {base / 'digits-cnn' / '1'}" in done.stdout
-    assert "float32" in done.stdout and "export.json" in done.stdout
+    assert main(["export", str(run_dir), "--base", str(base), "--warmup-rows", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"SavedModel: {base / 'digits-cnn' / '1'}" in out and "export.json" in out
     report = json.loads((run_dir / "export" / "export.json").read_text())
     assert report["version"] == 1 and report["saved_model"]["warmup_requests"] == 2
-    again = run_cli("export", str(run_dir), "--base", str(base), "--version", "1")
-    assert again.returncode == 2
-    assert again.stderr.strip().splitlines() == [
+    assert main(["export", str(run_dir), "--base", str(base), "--version", "1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
         f"kflow: error: Version 1 of model 'digits-cnn' already exists in '{base}'; pass "
         "--overwrite to replace it, or leave out --version to publish version 2."]
-    missing = run_cli("export", str(tmp_path / "nope"))
-    assert missing.returncode == 2
-    assert missing.stderr.strip().splitlines() == [
+    assert main(["export", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
         f"kflow: error: Run directory '{tmp_path / 'nope'}' does not exist."]
+    assert main(["export", str(run_dir), "--tflite", "int4"]) == 2
+    assert "Unknown TFLite variant 'int4'" in capsys.readouterr().err
+
+
+def test_export_section_goes_into_the_run_report(tmp_path):
+    from kflow.export.report import SECTION_BEGIN, SECTION_END
+
+    run_dir = copy_run(digits_cnn_run(), "report")
+    (run_dir / "report.html").write_text("<html><body><h1>Run</h1></body></html>\n")
+    result = export_run(run_dir, base=tmp_path / "base", warmup_rows=0)
+    assert any("report.html" in note for note in result.notes)
+    export_run(run_dir, base=tmp_path / "base", warmup_rows=0)
+    page = (run_dir / "report.html").read_text()
+    assert page.count(SECTION_BEGIN) == 1 and page.count(SECTION_END) == 1
+    assert page.index("<h1>Run</h1>") < page.index(SECTION_BEGIN) < page.index("</body>")
+    assert "digits-cnn/2" in page and (run_dir / "export" / "export.html").is_file()
+
+
+def test_regression_gate_uses_relative_mae():
+    from kflow.export.exporter import _gate, _gate_failure
+
+    variants = {"float32": {"mae": 10.0}, "float16": {"mae": 10.2}, "int8": {"mae": 11.0}}
+    _gate("regression", variants, 10.0, 1.0, 5.0)
+    assert [v["passed"] for v in variants.values()] == [True, True, False]
+    failure = _gate_failure("regression", variants, 1.0, 5.0)
+    assert str(failure).startswith("TFLite int8 MAE 11 is 10.0% above float32; the gate "
+                                   "allows 5% (--max-error-increase).")

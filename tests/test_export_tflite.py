@@ -19,6 +19,7 @@ from kflow.export.sidecar import numeric_model, plan_sidecar, sidecar_spec
 from tests.export_fixtures import (
     copy_run,
     digits_cnn_run,
+    digits_int8_io_export,
     digits_tflite_export,
     tabular_run,
     tabular_tflite_export,
@@ -84,10 +85,8 @@ def test_metadata_and_export_json(digits_tflite):
     assert "<table>" in html and "int8" in html
 
 
-def test_int8_io_quantizes_inputs_and_outputs(tmp_path):
-    run_dir = copy_run(digits_cnn_run(), "int8io")
-    result = export_run(run_dir, serving=False, tflite="int8", int8_io=True,
-                        latency_samples=5)
+def test_int8_io_quantizes_inputs_and_outputs():
+    result = digits_int8_io_export()
     runner = TFLiteRunner(result.tflite_files["int8"])
     assert runner.inputs["features"]["dtype"] == np.int8
     assert runner.outputs["probabilities"]["dtype"] == np.int8
@@ -101,34 +100,34 @@ def test_accuracy_gate_fails_with_one_line_and_writes_nothing(tmp_path, monkeypa
     run_dir = copy_run(digits_cnn_run(), "gate")
     real, calls = tfl.score, []
 
-    def worse_int8(task, y, head):  # keras, float32, then int8: int8 loses 5 points
+    def worse_int8(task, y, head):  # keras, then int8: int8 loses 5 points
         calls.append(1)
         value = real(task, y, head)
-        return value - 0.05 if len(calls) == 3 else value
+        return value - 0.05 if len(calls) == 2 else value
 
     monkeypatch.setattr(tfl, "score", worse_int8)
     with pytest.raises(AccuracyGateError) as info:
-        export_run(run_dir, base=tmp_path / "base", tflite="float32,int8", latency_samples=2)
+        export_run(run_dir, base=tmp_path / "base", tflite="int8", latency_samples=2)
     message = str(info.value)
     assert "\n" not in message
-    assert "TFLite int8 accuracy" in message and "points below float32; the gate allows 1 " \
+    assert "TFLite int8 accuracy" in message and "5.00 points below Keras; the gate allows 1 " \
         "(--max-accuracy-drop)." in message and message.endswith("Nothing was exported.")
     assert not (tmp_path / "base" / "digits-cnn").exists()
     assert not (run_dir / "export").exists()
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".export-")]
 
 
-def test_tabular_preprocessing_the_converter_cannot_take_is_reported(tmp_path):
+def test_tabular_preprocessing_the_converter_cannot_take_is_reported():
     run_dir = copy_run(tabular_run(), "tabular-model")
     with pytest.raises(TFLiteConversionError) as info:
-        export_run(run_dir, base=tmp_path / "base", tflite="float32")
+        export_run(run_dir, serving=False, tflite="float32")
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("The TFLite converter rejected the float32 model: unsupported "
                               "TensorFlow ops tf.")
     assert "school_impute (Impute)" in message
     assert "re-run with --tflite-preprocessing sidecar" in message
-    assert not (tmp_path / "base" / "tabular").exists()  # the SavedModel was not published
+    assert not (run_dir / "export").exists()
 
 
 def test_every_tabular_variant_runs_within_its_gate_with_a_sidecar(tabular_tflite):

@@ -20,8 +20,13 @@ import requests
 
 from kflow.serve.config import ServerOptions
 from kflow.serve.server import ServerThread
-from kflow.serve.testing import SINGLE_B, SINGLE_W, TFServingProcess, multi_expected, \
-    shared_test_base
+from kflow.serve.testing import (
+    SINGLE_B,
+    SINGLE_W,
+    TFServingProcess,
+    multi_expected,
+    shared_test_base,
+)
 
 TFS_BINARY = shutil.which("tensorflow_model_server")
 

@@ -18,8 +18,12 @@ import requests
 
 from kflow.serve.config import BatchingOptions, ServerOptions
 from kflow.serve.server import ServerThread
-from kflow.serve.testing import free_port, shared_test_base, write_broken_version, \
-    write_scale_version
+from kflow.serve.testing import (
+    free_port,
+    shared_test_base,
+    write_broken_version,
+    write_scale_version,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ROW = [[1.0, 1.0, 1.0]]
@@ -130,10 +134,11 @@ def test_policies_labels_and_config_reload(tmp_path):
     config = tmp_path / "models.config"
 
     def write_config(policy: str, labels: dict[str, int]) -> None:
-        text = ('model_config_list { config { name: "m" base_path: "%s" model_platform: '
-                '"tensorflow" model_version_policy { %s } %s } }') % (
-            base / "m", policy,
-            " ".join(f'version_labels {{ key: "{k}" value: {v} }}' for k, v in labels.items()))
+        label_text = " ".join(f'version_labels {{ key: "{k}" value: {v} }}'
+                              for k, v in labels.items())
+        text = (f'model_config_list {{ config {{ name: "m" base_path: "{base / "m"}" '
+                f'model_platform: "tensorflow" model_version_policy {{ {policy} }} '
+                f"{label_text} }} }}")
         tmp = config.with_suffix(".tmp")
         tmp.write_text(text)
         os.replace(tmp, config)

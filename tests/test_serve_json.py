@@ -45,16 +45,16 @@ def test_row_and_columnar_formats_give_the_same_tensor():
 
 
 def test_named_instances_are_batched_per_input():
-    _, feeds = predict({"instances": [{"a": [1, 2], "b": "u"}, {"a": [3, 4], "b": {"b64": "dg=="}}]},
-                       TWO)
+    body = {"instances": [{"a": [1, 2], "b": "u"}, {"a": [3, 4], "b": {"b64": "dg=="}}]}
+    _, feeds = predict(body, TWO)
     np.testing.assert_array_equal(feeds["a"], [[1, 2], [3, 4]])
     assert feeds["b"].tolist() == [b"u", b"v"]
 
 
 def test_b64_values_decode_with_and_without_padding():
     info = {"s": TensorInfo(7, (-1,))}
-    assert predict({"instances": [{"b64": "aGVsbG8="}, {"b64": "aGVsbG8"}]}, info)[1]["s"].tolist() \
-        == [b"hello", b"hello"]
+    _, feeds = predict({"instances": [{"b64": "aGVsbG8="}, {"b64": "aGVsbG8"}]}, info)
+    assert feeds["s"].tolist() == [b"hello", b"hello"]
     assert "Unable to base64 decode" in str(error_of(predict, {"instances": [{"b64": "!!"}]}, info))
 
 
@@ -82,7 +82,8 @@ def test_nan_and_infinity_are_accepted_for_floats():
     ({"instances": [[1, 2], [3]]}, "Failed to process element: 1 of 'instances' list. Error: "
                                    "INVALID_ARGUMENT: Expecting tensor size: 2 but got: 1"),
     ({"instances": [[[1, 2]], [[1], [2]]]}, "Expecting shape [1,2] but got: [2,1]"),
-    ({"inputs": [[1, 2], [3]]}, "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
+    ({"inputs": [[1, 2], [3]]},
+     "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
     ({"inputs": [[1, [2]]]}, "Encountered list at unexpected level: 2 expected < 2"),
     ({"inputs": [[1, 2], 3]}, "JSON Value: 3 found at incorrect level: 2 in the JSON DOM. "
                               "Expected at level: 2"),
@@ -95,7 +96,8 @@ def test_nan_and_infinity_are_accepted_for_floats():
     ({"instances": [1], "inputs": [1]}, "Not formatted correctly expecting only one of 'inputs' "
                                         "or 'instances' keys to exist"),
     ({}, "Missing 'inputs' or 'instances' key"),
-    ({"instances": [{"x": [1, 2]}, [1, 2]]}, "Expecting object but got list at item 1 of input list"),
+    ({"instances": [{"x": [1, 2]}, [1, 2]]},
+     "Expecting object but got list at item 1 of input list"),
     ({"instances": [[1, 2], {"x": [1, 2]}]}, "Expecting value/list but got object at item 1"),
     ({"instances": [{"y": [1, 2]}]}, "key: y of 'instances' list. Error: INVALID_ARGUMENT: JSON "
                                      "object: does not have named input: y"),
@@ -165,8 +167,10 @@ def test_examples_build_tf_examples_with_context():
     ({"examples": [3]}, "Example must be JSON object but got JSON Number"),
     ({"examples": [{"x": None}]}, "Feature: x has element with unexpected JSON type: Null"),
     ({"examples": [{"x": [[1]]}]}, "Feature: x has element with unexpected JSON type: Array"),
-    ({"examples": [{"x": [1, "a"]}]}, "Unexpected element type in feature: x expecting type: int64"),
-    ({"examples": [{"x": [1.5, 2]}]}, "Unexpected element type in feature: x expecting type: float"),
+    ({"examples": [{"x": [1, "a"]}]},
+     "Unexpected element type in feature: x expecting type: int64"),
+    ({"examples": [{"x": [1.5, 2]}]},
+     "Unexpected element type in feature: x expecting type: float"),
     ({"examples": [{"x": 2**63}]}, "Feature: x has uint64 element. Only int64 is supported."),
     ({"examples": [{"x": 1e39}]}, "Cannot convert JSON value: 1e+39 to float without loss"),
     ({"examples": [{"x": {"a": 1}}]}, "Feature: x has element with unexpected JSON type: Object"),

@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kflow.export import TFLiteRunner, apply_sidecar, export_run
+from kflow.export import TFLiteRunner, apply_sidecar
 from kflow.export.layout import InputLayout
 from tests.conftest import REPO
 from tests.export_fixtures import (
-    copy_run,
-    digits_cnn_run,
+    digits_int8_io_export,
     digits_tflite_export,
     load_test_split,
     tabular_tflite_export,
@@ -99,9 +98,8 @@ def test_digits_predictions_equal_kflow_interpreter(device, tmp_path, variant):
 
 
 def test_int8_io_model_on_the_device(device, tmp_path):
-    run_dir = copy_run(digits_cnn_run(), "runner-int8io")
-    result = export_run(run_dir, serving=False, tflite="int8", int8_io=True, latency_samples=2)
-    x = np.asarray(load_test_split(run_dir).x[:20], dtype="float32")
+    result = digits_int8_io_export()
+    x = np.asarray(load_test_split(result.run_dir).x[:20], dtype="float32")
     np.save(tmp_path / "x.npy", x)
     done = _runner(device, str(result.tflite_files["int8"]), "-i", str(tmp_path / "x.npy"),
                    "--format", "json")

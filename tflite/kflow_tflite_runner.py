@@ -274,7 +274,8 @@ def read_inputs(path: str, specs: list[dict]) -> dict:
         header, body = table[0], table[1:]
         names = {s["name"] for s in specs} | {c for s in specs for c in s.get("columns") or []}
         if any(h in names for h in header):
-            arrays = _from_rows([dict(zip(header, r)) for r in body], specs)
+            arrays = _from_rows([dict(zip(header, r)) for r in body],  # noqa: B905 (py3.8)
+                                specs)
         elif len(specs) == 1:
             body = table if all(_is_number(v) for v in header) else body
             arrays = {specs[0]["name"]: np.asarray(

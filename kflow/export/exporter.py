@@ -37,7 +37,8 @@ from kflow.export.errors import (
 )
 from kflow.export.layout import InputLayout, check_single_output, num_rows, take
 
-__all__ = ["export_run", "ExportResult", "EXPORT_DIR", "TFLITE_PREPROCESSING"]
+__all__ = ["export_run", "ExportResult", "EXPORT_DIR", "TFLITE_PREPROCESSING", "RunData",
+           "load_run_data", "tflite_input_names", "default_model_name"]
 
 EXPORT_DIR = "export"
 TFLITE_PREPROCESSING = ("model", "sidecar")
@@ -73,7 +74,9 @@ class ExportResult:
 
 
 @dataclass
-class _Data:
+class RunData:
+    """The splits of a run re-made from its config.yaml (`reason` says why not)."""
+
     test_x: Any = None
     test_y: Any = None
     train_x: Any = None
@@ -90,7 +93,7 @@ def default_model_name(run: Any) -> str:
     return name if name[0].isalnum() else f"m{name}"
 
 
-def _load_data(run_dir: Path) -> _Data:
+def load_run_data(run_dir: Path) -> RunData:
     """The run's test and training splits, re-made from config.yaml (same seed)."""
     from kflow.recipe.overrides import resolve_recipe
     from kflow.train.engine import prepare
@@ -101,9 +104,9 @@ def _load_data(run_dir: Path) -> _Data:
         recipe._seed = seed
         _, splits = prepare(recipe, seed)
     except (KflowError, OSError, ImportError) as exc:
-        return _Data(reason=f"{type(exc).__name__}: {exc}")
+        return RunData(reason=f"{type(exc).__name__}: {exc}")
     test = splits.test if splits.test is not None else splits.val
-    return _Data(
+    return RunData(
         test_x=None if test is None else test.x, test_y=None if test is None else test.y,
         train_x=splits.train.x,
         reason="" if test is not None else "the run has no test or validation split",
@@ -293,7 +296,7 @@ def export_run(
         if version is not None:
             mb.check_version(name, version, overwrite)
 
-    data = _load_data(run_dir)
+    data = load_run_data(run_dir)
     if data.reason:
         say(f"the run's data could not be loaded ({data.reason}); parity is checked on "
             "made-up rows and TFLite accuracy is not measured.")
@@ -478,16 +481,16 @@ def _tflite(model, layout, task, class_names, variants, out_dir, data, rep_x, in
             say(f"moved {len(plan.steps)} preprocessing layers into {SIDECAR_FILE}: "
                 f"{', '.join(plan.moved)}")
         else:
-            part, names = model, {s: s for s in _tflite_input_names(layout)}
+            part, names = model, {s: s for s in tflite_input_names(layout)}
             say("no preprocessing layers to move into a sidecar; converting the whole model")
     else:
-        part, names = model, {s: s for s in _tflite_input_names(layout)}
+        part, names = model, {s: s for s in tflite_input_names(layout)}
 
     def feed_of(x: Any) -> dict[str, np.ndarray]:
         arrays = layout.model_arrays(x)
         if spec is not None:
             return apply_sidecar(spec, arrays)
-        return {t: arrays[m.name] for t, m in zip(_tflite_input_names(layout),
+        return {t: arrays[m.name] for t, m in zip(tflite_input_names(layout),
                                                    layout.model_inputs, strict=True)}
 
     result: dict[str, Any] = {"preprocessing": "sidecar" if spec else "model",
@@ -559,7 +562,8 @@ def _tflite(model, layout, task, class_names, variants, out_dir, data, rep_x, in
     return result
 
 
-def _tflite_input_names(layout: InputLayout) -> list[str]:
+def tflite_input_names(layout: InputLayout) -> list[str]:
+    """The TFLite model's input names (without a sidecar): the model's, sanitized."""
     from kflow.export.layout import signature_name
 
     taken: set[str] = set()
@@ -575,7 +579,7 @@ def _metadata(layout, task, class_names, output, files, spec, int8_io) -> dict[s
     split = {s.source: [x.feature or x.name for x in layout.signature_inputs
                         if x.source == s.source]
              for s in layout.signature_inputs if s.column is not None}
-    tfl_names = _tflite_input_names(layout)
+    tfl_names = tflite_input_names(layout)
     for tname, mi in zip(tfl_names, layout.model_inputs, strict=True):
         entry = {"name": mi.name, "tflite_name": tname if spec is None else None,
                  "dtype": mi.dtype, "shape": [None, *mi.shape]}

@@ -249,7 +249,8 @@ class ModelBase:
 
     def staging_dir(self, name: str, version: int) -> Path:
         """A fresh hidden directory in `BASE/NAME` (TF Serving ignores non-numeric names)."""
-        d = self.model_dir(name) / f"{STAGING_PREFIX}v{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tag = f"v{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        d = self.model_dir(name) / f"{STAGING_PREFIX}{tag}"
         d.mkdir(parents=True)
         return d
 

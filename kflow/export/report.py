@@ -117,7 +117,8 @@ def attach_to_run_report(run_dir: str | Path, report: dict[str, Any]) -> str:
     if hook is not None:
         try:
             hook(run_dir, "Export", section)
-            return f"added an Export section to the run report (kflow.insight.report.{hook.__name__})"
+            return ("added an Export section to the run report "
+                    f"(kflow.insight.report.{hook.__name__})")
         except TypeError:
             pass  # a hook with another signature: fall back to the markers below
     page = run_dir / "report.html"

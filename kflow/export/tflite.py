@@ -243,7 +243,7 @@ class TFLiteRunner:
             info = np.iinfo(dtype)
             q = np.round(np.asarray(x, "float32") / scale + zero)
             return np.clip(q, info.min, info.max).astype(dtype)
-        if dtype == np.bytes_ or dtype == object or dtype.kind in "SUO":
+        if dtype.kind in "SUO":
             return np.asarray(x)
         return np.asarray(x).astype(dtype)
 
@@ -278,7 +278,7 @@ def score(task: str, y_true: np.ndarray, head: np.ndarray) -> float:
         return float(np.mean(np.abs(head.reshape(len(y_true), -1)
                                     - y_true.reshape(len(y_true), -1))))
     if task == "binary":
-        p = head[:, 0] if head.ndim == 2 and head.shape[1] == 1 else head.reshape(len(head), -1)[:, -1]
+        p = head.reshape(len(head), -1)[:, -1]  # (n, 1) sigmoid, or (n, 2) [1 - p, p]
         pred = (p > 0.5).astype("int64")
     else:
         pred = np.argmax(head, axis=-1)

@@ -57,11 +57,12 @@ def dead_unit_fractions(extractor: keras.Model, names: list[str], x: Any) -> dic
     """Fraction of units (last axis) whose output is <= 0 for every sample and position.
 
     Args:
-        extractor: A model mapping the inputs to the activations to check.
+        extractor: A callable (a model, or a `tf.function` around one in
+            inference mode) mapping the inputs to the activations to check.
         names: The names of its outputs, in order.
         x: The probe batch.
     """
-    outputs = extractor(x, training=False)
+    outputs = extractor(x)
     if not isinstance(outputs, (list, tuple)):
         outputs = [outputs]
     fractions = {}
@@ -70,6 +71,15 @@ def dead_unit_fractions(extractor: keras.Model, names: list[str], x: Any) -> dic
         alive = (a > 0).reshape(-1, a.shape[-1]).any(axis=0)
         fractions[name] = float(1.0 - alive.mean())
     return fractions
+
+
+def _compiled(model: keras.Model):
+    """`model` in inference mode, as a `tf.function` on the TensorFlow backend."""
+    if keras.backend.backend() != "tensorflow":
+        return lambda x: model(x, training=False)
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
 
 class DeadUnitMonitor(keras.callbacks.Callback):
@@ -96,14 +106,20 @@ class DeadUnitMonitor(keras.callbacks.Callback):
         super().__init__()
         self.probe_x = probe_batch(probe_x)
         self._extractor = None
+        self._built_for = None
         self._names: list[str] = []
         self.last: dict[str, float] = {}
 
     def on_train_begin(self, logs=None):
+        if self._built_for is self.model:  # built in an earlier fit() of the same model
+            return
+        self._built_for = self.model
         layers = relu_family_layers(self.model)
         self._names = [layer.name for layer in layers]
-        self._extractor = (keras.Model(self.model.input, [layer.output for layer in layers])
-                           if layers else None)
+        self._extractor = None
+        if layers:
+            model = keras.Model(self.model.input, [layer.output for layer in layers])
+            self._extractor = _compiled(model)
 
     def on_epoch_end(self, epoch, logs=None):
         if self._extractor is None:

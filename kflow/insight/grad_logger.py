@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         if not len(fresh):
             return []
         self._last_step = float(data["steps"][fresh[-1]])
-        names = [g.name for g in state.groups] + [TOTAL]
+        names = self._layer_names()
         kinds = [g.kind for g in state.groups] + [TOTAL]
         rows = []
         for i in fresh:
@@ -131,17 +132,28 @@ class GradientNormLogger(keras.callbacks.Callback):
                                  for k, v in row.items()})
 
     def _write_tensorboard(self, rows: list[dict[str, Any]]) -> None:
-        if self.tensorboard_dir is None:
+        """Appends `grad_norm/<layer>` scalars (plain event protos: no TF ops, no tracing)."""
+        if self.tensorboard_dir is None or not rows:
             return
-        import tensorflow as tf
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         if self._writer is None:
-            self._writer = tf.summary.create_file_writer(str(self.tensorboard_dir))
-        with self._writer.as_default():
-            for row in rows:
-                if math.isfinite(row["grad_norm"]):
-                    tf.summary.scalar(f"grad_norm/{row['layer']}", row["grad_norm"],
-                                      step=row["step"])
+            self.tensorboard_dir.mkdir(parents=True, exist_ok=True)
+            self._writer = EventFileWriter(str(self.tensorboard_dir))
+        by_step: dict[int, list[Any]] = {}
+        for r in rows:
+            if math.isfinite(r["grad_norm"]):
+                by_step.setdefault(r["step"], []).append(
+                    Summary.Value(tag=f"grad_norm/{r['layer']}", simple_value=r["grad_norm"]))
+        now = time.time()
+        for step, values in by_step.items():
+            self._writer.add_event(Event(wall_time=now, step=step,
+                                         summary=Summary(value=values)))
+
+    def _layer_names(self) -> list[str]:
+        return [g.name for g in self._state().groups] + [TOTAL]
 
     # -- callback hooks -------------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -175,8 +187,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         self.flush()
         if not self.epoch_logs or logs is None:
             return
-        names = [g.name for g in state.groups] + [TOTAL]
-        for name in names:
+        for name in self._layer_names():
             values = [r["grad_norm"] for r in self.rows if r["layer"] == name]
             logs[f"grad_norm/{name}"] = float(np.mean(values)) if values else float("nan")
 

@@ -115,17 +115,21 @@ class _GradStatsState:
 
     # -- graph code -----------------------------------------------------------
     def _norms(self, per_var: list[tuple[int, Any]]):
-        """Per-group and total L2 norms from `(group, tensor)` pairs."""
+        """Per-group and total L2 norms from `(group, tensor)` pairs (NaN: no tensor)."""
         import tensorflow as tf
 
-        sums: list[list[Any]] = [[] for _ in self.groups]
-        for group, tensor in per_var:
-            if isinstance(tensor, tf.IndexedSlices):
-                tensor = tensor.values
-            sums[group].append(tf.reduce_sum(tf.square(tf.cast(tensor, tf.float32))))
-        nan = tf.constant(float("nan"))
-        per_group = tf.stack([tf.add_n(s) if s else nan for s in sums])
-        total = tf.reduce_sum(tf.where(tf.math.is_nan(per_group), 0.0, per_group))
+        groups = len(self.groups)
+        squares = tf.stack([
+            tf.reduce_sum(tf.square(tf.cast(t.values if isinstance(t, tf.IndexedSlices) else t,
+                                            tf.float32)))
+            for _, t in per_var])
+        ids = tf.constant([g for g, _ in per_var], tf.int32)
+        per_group = tf.math.unsorted_segment_sum(squares, ids, groups)
+        present = {g for g, _ in per_var}
+        if len(present) < groups:
+            mask = tf.constant([g in present for g in range(groups)])
+            per_group = tf.where(mask, per_group, float("nan"))
+        total = tf.reduce_sum(squares)
         return tf.sqrt(tf.concat([per_group, [total]], axis=0))
 
     def record_gradients(self, grads_and_vars) -> None:

@@ -79,7 +79,8 @@ def write_trials_csv(path: str | Path, rows: Sequence[TrialRow], space: SearchSp
 
 
 def write_best_yaml(path: str | Path, config: Mapping[str, Any], *, trial_id: str,
-                    objective: Objective, score: float, command: str) -> None:
+                    objective: Objective, score: float, command: str,
+                    fixed: Mapping[str, Any] | None = None) -> None:
     """Writes the best configuration as a YAML file `kflow train` accepts as is."""
     import yaml
 
@@ -89,6 +90,10 @@ def write_best_yaml(path: str | Path, config: Mapping[str, Any], *, trial_id: st
         f"{f' (mean of {objective.cv} folds)' if objective.cv else ''}.\n"
         "# Train it again with: kflow train best.yaml\n"
     )
+    if fixed:
+        settings = ", ".join(f"{k}={str(v).lower()}" for k, v in fixed.items())
+        header += (f"# Every trial ran with {settings}; they are kept here so the training "
+                   "repeats the trial.\n")
     atomic_write_text(path, header + yaml.safe_dump(dict(config), sort_keys=False))
 
 

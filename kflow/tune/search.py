@@ -461,7 +461,8 @@ def _write_outputs(tune_dir: Path, rows: list[TrialRow], space: SearchSpace, obj
         config_file = runner.trial_dir(best.trial_id) / "config.yaml"
         best_config = yaml.safe_load(config_file.read_text())
         write_best_yaml(tune_dir / "best.yaml", best_config, trial_id=best.trial_id,
-                        objective=obj, score=best.score, command=command)
+                        objective=obj, score=best.score, command=command,
+                        fixed=runner.fixed)
     completed = sum(r.completed for r in rows)
     summary = {
         "title": f"kflow tune {label} ({tuner})",

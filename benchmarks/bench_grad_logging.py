@@ -1,0 +1,127 @@
+"""Cost of gradient-norm logging: training throughput with logging every step,
+every 10 steps, and off, side by side in one run.
+
+For each setting the recipe's model is built and compiled by kflow's engine
+(`compile_model`: an `InsightModel` when `grad_log_every > 0`, the recipe's
+plain functional model when it is 0) with the same seed, data, optimizer and
+`steps_per_execution`. Each trains with the callbacks `kflow.train` adds for
+it (NanGuard and LearningRateLogger always; with logging also
+GradientNormLogger writing grad_norms.csv and TensorBoard scalars, and the
+dead-ReLU probe), without validation.
+
+After one warm-up epoch per setting (tracing), the settings train one epoch
+at a time in rotating order, so that noise from other work on the machine
+hits them alike; the figure is the median epoch wall time (callbacks
+included) over the rounds, as training samples/second, and the slowdown
+relative to logging off.
+
+Usage:
+
+    python benchmarks/bench_grad_logging.py
+    python benchmarks/bench_grad_logging.py --recipe digits-mlp --rounds 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = (("off", 0), ("every 10 steps", 10), ("every step", 1))
+
+
+class _Clock:
+    """Two callbacks around the others: wall time of each epoch, callbacks included."""
+
+    def __init__(self):
+        import keras
+
+        clock = self
+        self.times: list[float] = []
+        self._start = 0.0
+
+        class Start(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                clock._start = time.perf_counter()
+
+        class End(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                clock.times.append(time.perf_counter() - clock._start)
+
+        self.start, self.end = Start(), End()
+
+
+def _setup(recipe_name: str, every: int, seed: int, set_args: list[str], out: Path):
+    from kflow.data.pipeline import make_dataset
+    from kflow.insight.engine_hooks import InsightHooks
+    from kflow.recipe.overrides import resolve_recipe
+    from kflow.train.engine import compile_model, prepare, set_seed
+
+    recipe, _ = resolve_recipe(recipe_name, {"grad_log_every": every}, set_args)
+    set_seed(seed)
+    recipe._seed = seed
+    _, splits = prepare(recipe, seed)
+    bs = recipe.hparams["batch_size"]
+    batch_size = len(splits.train) if bs == "full" else int(bs)
+    steps = -(-len(splits.train) // batch_size)
+    model = compile_model(recipe, splits.train, steps)
+    ds = make_dataset(splits.train.x, splits.train.y, batch_size, training=True, seed=seed)
+    run_dir = out / f"every{every}"
+    hooks = InsightHooks(run_dir, every, probe_x=splits.train.x, log=None)
+    clock = _Clock()
+    callbacks = [clock.start, *hooks.callbacks, clock.end]
+    return {"model": model, "ds": ds, "callbacks": callbacks, "clock": clock,
+            "samples": len(splits.train), "steps": steps, "epoch": 0}
+
+
+def _epoch(s) -> None:
+    s["model"].fit(s["ds"], epochs=s["epoch"] + 1, initial_epoch=s["epoch"],
+                   callbacks=s["callbacks"], verbose=0, shuffle=False)
+    s["epoch"] += 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipe", default="digits-cnn", help="recipe (default digits-cnn)")
+    p.add_argument("--rounds", type=int, default=9, help="timed epochs per setting (9)")
+    p.add_argument("--set", dest="set_args", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, str(REPO))
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        setups = {name: _setup(args.recipe, every, args.seed, args.set_args, Path(tmp))
+                  for name, every in SETTINGS}
+        for s in setups.values():  # warm-up: tracing and first-epoch costs
+            _epoch(s)
+            s["clock"].times.clear()
+        names = [name for name, _ in SETTINGS]
+        for r in range(args.rounds):
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                _epoch(setups[name])
+        any_setup = next(iter(setups.values()))
+        spe = any_setup["model"].steps_per_execution
+        print(f"gradient-norm logging cost: {args.recipe} "
+              f"({any_setup['samples']} samples, {any_setup['steps']} steps/epoch, "
+              f"steps_per_execution={spe}), {args.rounds} timed epochs per setting")
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+              f"TF {tf.__version__}, GPUs: {len(tf.config.list_physical_devices('GPU'))}")
+        base = statistics.median(setups["off"]["clock"].times)
+        print(f"\n{'logging':<16}{'epoch (median)':>16}{'samples/s':>12}{'vs off':>10}")
+        for name in names:
+            t = statistics.median(setups[name]["clock"].times)
+            rate = setups[name]["samples"] / t
+            print(f"{name:<16}{t * 1000:>13.1f} ms{rate:>12.0f}{(t / base - 1) * 100:>+9.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
