@@ -152,7 +152,16 @@ def naive_main(args: argparse.Namespace) -> None:
 
 # --------------------------------------------------------------------------- set-up
 
-def build_model(model_name: str, work: Path) -> tuple[Path, Path, Path]:
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def build_model(model_name: str, work: Path, overrides: list[str]) -> tuple[Path, Path, Path]:
     """Exports the recipe's model to work/base/bench/1, saves model.keras and one
     request body. Returns (base, keras file, body file)."""
     import keras
@@ -162,7 +171,8 @@ def build_model(model_name: str, work: Path) -> tuple[Path, Path, Path]:
     from kflow.recipe.registry import get_recipe_class
 
     keras.utils.set_random_seed(0)
-    recipe = get_recipe_class(model_name)()
+    hparams = dict(item.split("=", 1) for item in overrides)
+    recipe = get_recipe_class(model_name)(**{k: _value(v) for k, v in hparams.items()})
     data = recipe.load_data()
     model = recipe.build_model(data)
     model.compile()
@@ -291,6 +301,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="digits-cnn", help="recipe whose model is served")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe hyperparameter, e.g. --set filters=128 (a bigger model)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=1.0)
@@ -314,7 +326,7 @@ def main() -> None:
     work = Path(args.out or tempfile.mkdtemp(prefix="bench-serving-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"building {args.model} in {work} ...", flush=True)
-    base, keras_path, body = build_model(args.model, work)
+    base, keras_path, body = build_model(args.model, work, args.set)
     import numpy as np
 
     row = np.asarray(json.loads(body.read_text())["instances"], dtype="float32")
@@ -350,10 +362,12 @@ def main() -> None:
                f"{batched / limits[top]:.2f}x the in-process limit at batch {top}"]
     if "naive model.predict server" in results:
         naive = results["naive model.predict server"][top]["rps"]
-        summary.append(f"{batched / naive:.1f}x the naive server")
+        summary.append(f"{batched / naive:.1f}x the naive server" if naive > 0 else
+                       "the naive server answered no request within the measured window")
     cpu = os.cpu_count()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    header = (f"model {args.model}, {args.seconds:g} s per cell, median of {args.rounds} "
+    model = args.model + "".join(f" {s}" for s in args.set)
+    header = (f"model {model}, {args.seconds:g} s per cell, median of {args.rounds} "
               f"interleaved rounds; {platform.processor() or platform.machine()}, {cpu} CPUs, "
               f"load average {load:.1f} at the end")
     text = f"{header}\n\n{report}\n\n" + ", ".join(summary) + "\n"

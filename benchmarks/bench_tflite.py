@@ -31,11 +31,13 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+warnings.filterwarnings("ignore", message=r".*compile\(\)` was not called")
 
 
 def _copy_run(run_dir: Path, into: Path) -> Path:

@@ -29,12 +29,15 @@ _EXPORTS = {
     "write_report": "kflow.insight.report",
     "compare_runs": "kflow.insight.compare",
     "export_run": "kflow.export",
+    "ModelServer": "kflow.serve.server",
+    "ServerOptions": "kflow.serve.config",
     "KflowError": "kflow.errors",
     "ConfigError": "kflow.errors",
     "DataError": "kflow.errors",
     "RunError": "kflow.errors",
 }
-_SUBMODULES = ("blocks", "optim", "data", "train", "recipe", "errors", "insight", "export")
+_SUBMODULES = ("blocks", "optim", "data", "train", "recipe", "errors", "insight", "export",
+               "serve")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

@@ -99,6 +99,7 @@ def test_cross_validate_builds_a_model_per_fold_and_writes_cv_files(tmp_path, mo
 
     monkeypatch.setattr(Recipe, "build_model", spy)
     result = kflow.cross_validate("breast-cancer-mlp", folds=2, epochs=1, seed=0,
+                                  set_args=["grad_log_every=0", "hidden_layers=1"],
                                   out_dir=tmp_path / "cv", verbose=0)
     # The test split (86 rows) is set aside exactly as `kflow train` does.
     assert result.info["num_pool"] == 483 and result.info["num_test_not_used"] == 86

@@ -110,8 +110,8 @@ def test_missing_drop_per_column(tmp_path):
 
 
 def test_sanitized_names_are_unique_input_names():
-    assert sanitize_names(["previous score", "2nd", "a-b", "a b", "é"]) == [
-        "previous_score", "col_2nd", "a_b", "a_b_2", "col"]
+    assert sanitize_names(["previous score", "2nd", "a-b", "a b", "é", "standardize"]) == [
+        "previous_score", "col_2nd", "a_b", "a_b_2", "col", "standardize_column"]
 
 
 @pytest.mark.parametrize("content, kwargs, error, message", [

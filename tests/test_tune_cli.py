@@ -23,23 +23,15 @@ def test_tune_is_a_command_with_help():
     assert "tune" in run_cli("--help").stdout
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--search", "dropout=0.5:0.1"],
-         "kflow: error: The search range of 'dropout' for digits-mlp is inverted: low 0.5 > "
-         "high 0.1 (--search dropout=0.5:0.1). Write it LOW:HIGH."),
-        (["--tuner", "grid", "--search-only", "--search", "units=32,64,128",
-          "--search", "optimizer=adam,sgd", "--max-trials", "4"],
-         "kflow: error: The grid of digits-mlp has 6 combinations (units 3 x optimizer 2), more "
-         "than --max-trials 4."),
-    ],
-)
-def test_bad_input_is_one_line_with_status_2(tmp_path, args, message):
-    out = run_cli("tune", "digits-mlp", "--tune-dir", str(tmp_path / "t"), *args)
+def test_bad_input_is_one_line_with_status_2(tmp_path):
+    # (The other messages are pinned in test_tune_space.py and test_tune_search.py.)
+    out = run_cli("tune", "digits-mlp", "--tune-dir", str(tmp_path / "t"), "--tuner", "grid",
+                  "--search-only", "--search", "units=32,64,128", "--search",
+                  "optimizer=adam,sgd", "--max-trials", "4")
     assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert lines[-1].startswith(message), out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        "kflow: error: The grid of digits-mlp has 6 combinations (units 3 x optimizer 2), more "
+        "than --max-trials 4."), out.stderr
     assert not (tmp_path / "t").exists()
 
 

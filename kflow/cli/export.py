@@ -6,7 +6,7 @@ import argparse
 
 EPILOG = """\
 examples:
-  kflow export runs/digits-cnn-1a2b3c4d                      SavedModel -> models/digits-cnn/N
+  kflow export runs/digits-cnn-1a2b3c4d                      SavedModel -> exports/digits-cnn/N
   kflow export runs/digits-cnn-1a2b3c4d --tflite all         + float32, float16, dynamic, int8
   kflow export RUN --base /srv/models --name digits --version 3 --overwrite
   kflow export RUN --tflite int8 --int8-io --max-accuracy-drop 0.5
@@ -30,15 +30,16 @@ def add_parser(sub) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
     p.add_argument("--name", default=None, help="model name in the base (default: the recipe)")
-    p.add_argument("--base", default="models", help="TF Serving model base (default: models)")
-    p.add_argument("--version", type=int, default=None,
+    p.add_argument("--base", default="exports", metavar="DIR",
+                   help="TF Serving model base (default: exports; `kflow serve exports`)")
+    p.add_argument("--version", type=int, default=None, metavar="N",
                    help="version to publish (default: the next one)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --version")
     p.add_argument("--no-serving", dest="serving", action="store_false",
                    help="skip the SavedModel / model base (TFLite only)")
-    p.add_argument("--serving-root", default="/models",
+    p.add_argument("--serving-root", default="/models", metavar="PATH",
                    help="where the server mounts the base, for models.config (default: /models)")
-    p.add_argument("--warmup-rows", type=int, default=5,
+    p.add_argument("--warmup-rows", type=int, default=5, metavar="N",
                    help="TF Serving warmup requests from test rows (default: 5; 0: none)")
     p.add_argument("--no-split-features", dest="split_features", action="store_false",
                    help="keep a vector input as one signature input instead of one per feature")
@@ -55,9 +56,10 @@ def add_parser(sub) -> None:
                         "preprocessing.json (for string lookups the converter cannot take)")
     p.add_argument("--representative-data", default=None, metavar="FILE",
                    help="int8 calibration rows, .npy / .npz (default: the training split)")
-    p.add_argument("--representative-samples", type=int, default=200,
+    p.add_argument("--representative-samples", type=int, default=200, metavar="N",
                    help="calibration rows drawn (default: 200)")
     p.add_argument("--quiet", action="store_true", help="print only the result")
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run, needs_tensorflow=True)
 
 

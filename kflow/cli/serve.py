@@ -46,7 +46,8 @@ def add_parser(sub) -> None:
     b.add_argument("--max-batch-size", type=int, default=None, help="rows per model call "
                    "(default 32)")
     b.add_argument("--batch-timeout-micros", type=int, default=None,
-                   help="longest wait for a batch to fill (default 1000)")
+                   help="longest wait for a batch to fill; 0: none, batches form "
+                        "while the model is busy (default 0)")
     b.add_argument("--num-batch-threads", type=int, default=None,
                    help="model calls at once per version (default 1)")
     b.add_argument("--max-enqueued-batches", type=int, default=None,

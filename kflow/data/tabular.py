@@ -40,6 +40,7 @@ MISSING_STRATEGIES = ("drop", "mean", "median", "most_frequent", "constant")
 MAX_AUTO_CLASSES = 20
 _TRUE = {"true", "yes", "y", "t", "1", "1.0"}
 _FALSE = {"false", "no", "n", "f", "0", "0.0"}
+_RESERVED = ("preprocessed", "numeric_features", "numeric_impute", "standardize", "minmax")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                   "validation": "val", "dev": "val", "test": "test", "testing": "test"}
 
@@ -53,8 +54,9 @@ def _rows(index: Any, limit: int = 10) -> str:
 def sanitize_names(names: Sequence[Any]) -> list[str]:
     """Model input names for column names: letters, digits and `_`, unique.
 
-    `"previous score"` becomes `previous_score`, `"2nd"` becomes `col_2nd`; a
-    name that is taken gets a `_2`, `_3`... suffix. The names are valid Keras
+    `"previous score"` becomes `previous_score`, `"2nd"` becomes `col_2nd`,
+    `"preprocessed"` (a kflow layer name) `preprocessed_column`; a name that is
+    taken gets a `_2`, `_3`... suffix. The names are valid Keras
     input names and SavedModel signature keys.
     """
     result: list[str] = []
@@ -62,6 +64,8 @@ def sanitize_names(names: Sequence[Any]) -> list[str]:
         name = re.sub(r"[^0-9A-Za-z_]+", "_", str(raw)).strip("_") or "col"
         if name[0].isdigit():
             name = f"col_{name}"
+        if name in _RESERVED:  # the names of kflow's preprocessing layers
+            name = f"{name}_column"
         candidate, i = name, 2
         while candidate in result:
             candidate, i = f"{name}_{i}", i + 1

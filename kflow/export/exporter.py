@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from kflow.errors import ConfigError, KflowError, RunError
+from kflow.errors import ConfigError, RunError
 from kflow.export.errors import (
     AccuracyGateError,
     RepresentativeDataError,
@@ -103,8 +103,9 @@ def load_run_data(run_dir: Path) -> RunData:
         seed = int(engine.get("seed", 0))
         recipe._seed = seed
         _, splits = prepare(recipe, seed)
-    except (KflowError, OSError, ImportError) as exc:
-        return RunData(reason=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - any data failure: reported, export goes on
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return RunData(reason=f"{type(exc).__name__}: {first}")
     test = splits.test if splits.test is not None else splits.val
     return RunData(
         test_x=None if test is None else test.x, test_y=None if test is None else test.y,
@@ -113,7 +114,7 @@ def load_run_data(run_dir: Path) -> RunData:
     )
 
 
-def _load_representative(path: str | Path, layout: InputLayout) -> Any:
+def _load_representative(path: str | Path) -> Any:
     """Rows of model inputs from .npy (one input) or .npz (one array per input name)."""
     path = Path(path)
     if not path.is_file():
@@ -195,7 +196,7 @@ def export_run(
     run_dir: str | Path,
     *,
     name: str | None = None,
-    base: str | Path = "models",
+    base: str | Path = "exports",
     version: int | None = None,
     overwrite: bool = False,
     serving: bool = True,
@@ -218,7 +219,8 @@ def export_run(
     Args:
         run_dir: A finished run directory (with `model.keras`).
         name: The model's name in the base. Defaults to the recipe's name.
-        base: The TF Serving model base directory. Defaults to "models".
+        base: The TF Serving model base directory (`kflow serve` serves it too).
+            Defaults to "exports".
         version: The version to publish. Defaults to the next free one.
         overwrite: Replace an existing `version`. Defaults to `False`.
         serving: Write the SavedModel version and `models.config`. Defaults to `True`.
@@ -258,7 +260,7 @@ def export_run(
 
     ```python
     import kflow
-    result = kflow.export_run("runs/digits-cnn-1a2b3c4d", base="models",
+    result = kflow.export_run("runs/digits-cnn-1a2b3c4d", base="exports",
                               tflite="float32,int8")
     print(result.version_dir, result.report["tflite"]["variants"]["int8"]["accuracy"])
     ```
@@ -318,7 +320,7 @@ def export_run(
     check_single_output(model)
     layout = InputLayout.from_model(model, run.info.get("feature_names"), split_features)
     if "int8" in variants and representative_data is not None:
-        rep_x = (_load_representative(representative_data, layout)
+        rep_x = (_load_representative(representative_data)
                  if isinstance(representative_data, (str, Path)) else representative_data)
     if rep_x is not None and num_rows(rep_x) == 0:
         raise RepresentativeDataError("int8 quantization needs representative data; the "

@@ -43,13 +43,22 @@ def serving_outputs(task: str, class_names: list[str] | None) -> list[str]:
     return ["probabilities", "class_id", *(["class_name"] if class_names else [])]
 
 
+def single_output(y: Any) -> Any:
+    """The one output of a model that returns it alone, in a dict or in a list."""
+    if isinstance(y, dict):
+        return next(iter(y.values()))
+    if isinstance(y, (list, tuple)):
+        return y[0]
+    return y
+
+
 def _serving_fn(model: Any, layout: InputLayout, task: str, class_names: list[str] | None):
     import tensorflow as tf
 
     names = tf.constant([str(c) for c in class_names]) if class_names else None
 
     def serve(inputs):
-        y = model(layout.to_model_tf(inputs), training=False)
+        y = single_output(model(layout.to_model_tf(inputs), training=False))
         y = tf.cast(y, tf.float32)
         if task == "regression":
             return {"value": y[:, 0] if y.shape[-1] == 1 else y}
@@ -106,7 +115,7 @@ def keras_predict(model: Any, layout: InputLayout, x: Any, batch_size: int = 256
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices(layout.model_feed(x)).batch(batch_size)
-    return np.asarray(model.predict(ds, verbose=0))
+    return np.asarray(single_output(model.predict(ds, verbose=0)))
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:

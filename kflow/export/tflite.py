@@ -112,7 +112,9 @@ def write_numeric_saved_model(model: Any, input_names: dict[str, Any] | None, ou
             x = dict(zip(keys, values, strict=True))  # Keras maps names onto a list too
         else:
             x = values[0]
-        return {output: model(x, training=False)}
+        from kflow.export.saved_model import single_output
+
+        return {output: single_output(model(x, training=False))}
 
     archive = keras.export.ExportArchive()
     archive.track(model)

@@ -10,10 +10,11 @@ import numpy as np
 from kflow.blocks.activations import is_relu_family
 from kflow.errors import KflowError
 
-__all__ = ["DeadUnitMonitor", "relu_family_layers", "dead_unit_fractions", "probe_batch"]
+__all__ = ["DeadUnitMonitor", "relu_family_layers", "alive_units_fn", "dead_unit_fractions",
+           "probe_batch"]
 
 #: Samples of the probe batch taken from the training split.
-PROBE_SIZE = 256
+PROBE_SIZE = 128
 
 
 def _activation_name(layer: keras.layers.Layer) -> str | None:
@@ -53,33 +54,39 @@ def probe_batch(x: Any, size: int = PROBE_SIZE) -> Any:
     return np.asarray(x)[:size]
 
 
-def dead_unit_fractions(extractor: keras.Model, names: list[str], x: Any) -> dict[str, float]:
+def alive_units_fn(model: keras.Model, layers: list[keras.layers.Layer]):
+    """A function `x -> [bool vector per layer]`: which units are > 0 for some sample.
+
+    The layers run in inference mode; the reduction over samples (and
+    positions) happens on the device, so only one bool per unit comes back.
+    On the TensorFlow backend the function is a `tf.function`.
+    """
+    extractor = keras.Model(model.input, [layer.output for layer in layers])
+
+    def alive(x):
+        outputs = extractor(x, training=False)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        return [keras.ops.any(o > 0, axis=tuple(range(len(o.shape) - 1))) for o in outputs]
+
+    if keras.backend.backend() != "tensorflow":
+        return alive
+    import tensorflow as tf
+
+    return tf.function(alive, reduce_retracing=True)
+
+
+def dead_unit_fractions(alive_fn: Any, names: list[str], x: Any) -> dict[str, float]:
     """Fraction of units (last axis) whose output is <= 0 for every sample and position.
 
     Args:
-        extractor: A callable (a model, or a `tf.function` around one in
-            inference mode) mapping the inputs to the activations to check.
-        names: The names of its outputs, in order.
+        alive_fn: A function from `alive_units_fn`.
+        names: The names of its layers, in order.
         x: The probe batch.
     """
-    outputs = extractor(x)
-    if not isinstance(outputs, (list, tuple)):
-        outputs = [outputs]
-    fractions = {}
-    for name, out in zip(names, outputs, strict=True):
-        a = keras.ops.convert_to_numpy(out)
-        alive = (a > 0).reshape(-1, a.shape[-1]).any(axis=0)
-        fractions[name] = float(1.0 - alive.mean())
-    return fractions
-
-
-def _compiled(model: keras.Model):
-    """`model` in inference mode, as a `tf.function` on the TensorFlow backend."""
-    if keras.backend.backend() != "tensorflow":
-        return lambda x: model(x, training=False)
-    import tensorflow as tf
-
-    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    alive = alive_fn(x)
+    return {name: float(1.0 - np.mean(keras.ops.convert_to_numpy(a)))
+            for name, a in zip(names, alive, strict=True)}
 
 
 class DeadUnitMonitor(keras.callbacks.Callback):
@@ -118,8 +125,7 @@ class DeadUnitMonitor(keras.callbacks.Callback):
         self._names = [layer.name for layer in layers]
         self._extractor = None
         if layers:
-            model = keras.Model(self.model.input, [layer.output for layer in layers])
-            self._extractor = _compiled(model)
+            self._extractor = alive_units_fn(self.model, layers)
 
     def on_epoch_end(self, epoch, logs=None):
         if self._extractor is None:

@@ -12,14 +12,17 @@ tested and tuned in one place):
 | id                    | fires when                                                          |
 |-----------------------|---------------------------------------------------------------------|
 | `exploding_gradients` | the loss or a gradient norm is NaN/Inf; or the total gradient norm  |
-|                       | grows >= `EXPLODING_GROWTH`x from the first to the last logged      |
-|                       | epoch; or the first layer's norm is >= `EXPLODING_RATIO`x the last's |
+|                       | spikes to >= `EXPLODING_SPIKE`x its median, or grows >=             |
+|                       | `EXPLODING_GROWTH`x from the first to the last logged epoch; or the |
+|                       | first layer's norm is >= `EXPLODING_RATIO`x the last's              |
 | `vanishing_gradients` | the first weight layer's gradient norm is <= `VANISHING_RATIO`x the |
 |                       | last layer's (median over logged steps), or <= `VANISHING_NORM`     |
+|                       | (exact zeros are left to `dead_relus`: units that never activate)   |
 | `dead_relus`          | a ReLU-family layer has >= `DEAD_RELU_FRACTION` dead units at the   |
 |                       | last epoch (on the probe batch)                                     |
 | `lr_too_large`        | the training loss ends above where it started (diverges), or rises  |
-|                       | in >= `OSCILLATION_FRACTION` of the epochs (oscillates)             |
+|                       | in >= `OSCILLATION_FRACTION` of the epochs without progress, or a   |
+|                       | classifier ends above `ABOVE_CHANCE`x the chance-level loss         |
 | `lr_too_small`        | the training loss falls by < `SMALL_IMPROVEMENT` over the run and   |
 |                       | updates are < `UPDATE_RATIO_LOW` of the weights                     |
 | `overfitting`         | the validation loss ends >= `OVERFIT_VAL_RISE` above its minimum    |
@@ -187,6 +190,18 @@ class _Context:
 
 
 # -- advice in the lecture's terms ------------------------------------------------
+_SCALED_INITS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal",
+                 "lecun_uniform", "uniform_fan_in", "orthogonal")
+
+
+def _init_text(c: _Context) -> str:
+    """The run's kernel initialization when it is not scaled to the layer sizes ("" if it is)."""
+    if c.hp("init_scale"):
+        return f"N(0, {c.hp('init_scale')}^2) weights (--set init_scale=null)"
+    init = c.hp("initializer")
+    return f"{init} (--set initializer=...)" if init and init not in _SCALED_INITS else ""
+
+
 def _advice_vanishing(c: _Context) -> list[str]:
     tips = []
     act = c.hp("activation")
@@ -194,8 +209,8 @@ def _advice_vanishing(c: _Context) -> list[str]:
         tips.append(f"Use ReLU instead of {act} in the hidden layers (--set activation=relu): "
                     "its derivative is 1 for positive inputs, so the chain-rule product "
                     "does not shrink layer after layer.")
-    init = c.hp("initializer")
-    if init and init not in ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform"):
+    init = _init_text(c)
+    if init:
         tips.append(f"Use He initialization (--set initializer=he_normal) with ReLU, or "
                     f"Xavier (glorot_uniform) with sigmoid/tanh, instead of {init}: weights "
                     "that are too small shrink the gradient at every layer.")
@@ -222,9 +237,8 @@ def _advice_exploding(c: _Context) -> list[str]:
     if not c.hp("global_clipnorm") and not c.hp("clipnorm"):
         tips.append("Clip the gradients (--set global_clipnorm=1.0): a step can then never "
                     "be larger than the clip value times the learning rate.")
-    init = c.hp("initializer")
-    if init and init not in ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform",
-                             "lecun_normal", "uniform_fan_in"):
+    init = _init_text(c)
+    if init:
         tips.append(f"Use He (ReLU) or Xavier (sigmoid/tanh) initialization instead of "
                     f"{init}: large weights amplify the gradient at every layer.")
     else:
@@ -451,7 +465,7 @@ def _rule_lr_too_small(c: _Context, vanishing: bool) -> Finding | None:
     if len(loss) < MIN_EPOCHS or vanishing or loss[0] <= 0:
         return None
     improvement = (loss[0] - loss[-1]) / abs(loss[0])
-    if improvement >= SMALL_IMPROVEMENT:
+    if abs(improvement) >= SMALL_IMPROVEMENT:  # it moved (up or down)
         return None
     ratios = _finite(c.grads.ratio.get(TOTAL, [])) if c.grads else []
     median_ratio = float(np.median(ratios)) if ratios else None
@@ -580,10 +594,12 @@ def diagnose(run: RunFiles) -> list[Finding]:
     findings: list[Finding] = []
     exploding = _rule_exploding(c)
     vanishing = _rule_vanishing(c)
-    for finding in (exploding, vanishing, _rule_dead_relus(c), _rule_lr_too_large(c),
-                    _rule_lr_too_small(c, vanishing is not None),
-                    _rule_overfitting(c),
-                    _rule_underfitting(c, skip=exploding is not None or vanishing is not None)):
+    too_large = _rule_lr_too_large(c)
+    too_small = _rule_lr_too_small(c, vanishing is not None)
+    # Underfitting is judged only when no gradient or step-size problem explains the losses.
+    explained = any(f is not None for f in (exploding, vanishing, too_large, too_small))
+    for finding in (exploding, vanishing, _rule_dead_relus(c), too_large, too_small,
+                    _rule_overfitting(c), _rule_underfitting(c, skip=explained)):
         if finding is not None:
             findings.append(finding)
     if not any(f.severity in ("error", "warning") for f in findings):

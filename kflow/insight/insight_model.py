@@ -339,7 +339,7 @@ def as_insight_model(model: keras.Model, grad_log_every: int = 10) -> keras.Mode
 
     if not isinstance(model, Functional):
         return model
-    return InsightModel(model.inputs, model.outputs, name=model.name,
+    return InsightModel(model.input, model.output, name=model.name,
                         grad_log_every=grad_log_every)
 
 

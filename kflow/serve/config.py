@@ -36,9 +36,10 @@ class BatchingOptions:
         enabled: Batch concurrent requests into one model call. Defaults to `True`.
         max_batch_size: Most rows in one model call. Defaults to 32.
         batch_timeout_micros: How long the oldest queued request may wait for
-            others before its batch runs anyway (a batch also runs as soon as it is
-            full, and a free batch thread takes whatever is queued once the
-            timeout passed). Defaults to 1000.
+            others before its batch runs (it runs at once when full). With 0, as in
+            TF Serving, a free batch thread takes whatever is queued right away, and
+            batches grow by themselves while the batch threads are busy: no added
+            latency at low load. Defaults to 0.
         num_batch_threads: Model calls running at once per model version.
             Defaults to 1 (TensorFlow parallelises inside each call).
         max_enqueued_batches: Queue capacity, in batches of `max_batch_size`
@@ -49,7 +50,7 @@ class BatchingOptions:
 
     enabled: bool = True
     max_batch_size: int = 32
-    batch_timeout_micros: int = 1000
+    batch_timeout_micros: int = 0
     num_batch_threads: int = 1
     max_enqueued_batches: int = 100
     allowed_batch_sizes: tuple[int, ...] = ()

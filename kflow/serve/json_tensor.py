@@ -19,6 +19,7 @@ import base64
 import binascii
 import json
 import math
+import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -600,6 +601,33 @@ def parse_examples(doc: Mapping) -> list[bytes]:
 
 # --------------------------------------------------------------------------- writing
 
+def _format_floats_small(values: list[float], double: bool) -> list[str]:
+    """`format_decimal` for a few values (NumPy's per-call cost would dominate)."""
+    out = []
+    for v in values:
+        if v != v or v in (math.inf, -math.inf):
+            out.append(format_decimal(v))
+            continue
+        text = format(v, ".6g")
+        if double:
+            if float(text) != v:
+                text = format(v, ".17g")
+        elif _to_f32(float(text)) != v:
+            text = format(v, ".9g")
+        out.append(text if ("." in text or "e" in text) else text + ".0")
+    return out
+
+
+def _to_f32(x: float) -> float:
+    try:
+        return _F32.unpack(_F32.pack(x))[0]
+    except OverflowError:
+        return math.inf if x > 0 else -math.inf
+
+
+_F32 = struct.Struct("f")
+
+
 def _format_flat(arr: np.ndarray, as_bytes: bool) -> list[str]:
     """Every element of `arr` (C order) as JSON text."""
     kind = arr.dtype.kind
@@ -609,6 +637,8 @@ def _format_flat(arr: np.ndarray, as_bytes: bool) -> list[str]:
         if not double and arr.dtype != np.float32:
             flat = flat.astype(np.float32)
         values = flat.tolist()
+        if len(values) <= 64:
+            return _format_floats_small(values, double)
         out = [format(v, ".6g") for v in values]
         if out:
             back = np.asarray(out, dtype=flat.dtype)

@@ -52,6 +52,7 @@ MODEL_STATUS_API_RE = re.compile(
 V1_RE = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 
 _BIG_BODY = 256 * 1024  # parse bodies above this size off the event loop
+_timeout_cm = getattr(asyncio, "timeout", None)  # Python 3.11+: no extra task per request
 _JSON = "application/json"
 
 
@@ -110,8 +111,12 @@ class RestApi:
             if self.options.metrics_path and path == self.options.metrics_path:
                 response = self._metrics_response(method)
             elif V1_RE.fullmatch(path):
-                response = await asyncio.wait_for(self._v1(request, method, path, ctx),
-                                                  self._timeout)
+                if _timeout_cm is not None:
+                    async with _timeout_cm(self._timeout):
+                        response = await self._v1(request, method, path, ctx)
+                else:  # Python 3.10
+                    response = await asyncio.wait_for(self._v1(request, method, path, ctx),
+                                                      self._timeout)
             else:
                 raise ServingError(Code.NOT_FOUND, f"Not found: {method} {path}. The REST API "
                                    "is under /v1/models/ (TensorFlow Serving's v1 API).")
