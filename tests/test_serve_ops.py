@@ -205,16 +205,27 @@ def test_python_client(server):
 
 
 def test_serving_client_module_if_present(server):
-    """serving/client.py (the requests-only client shipped beside the TF Serving
-    docs) must work against kflow serve too."""
+    """serving/client.py (the requests-only client documented with the TF Serving
+    set-up) works unchanged against kflow serve."""
     path = REPO / "serving" / "client.py"
     if not path.is_file():
-        pytest.skip("serving/client.py does not exist yet")
+        pytest.skip("serving/client.py does not exist")
     spec = importlib.util.spec_from_file_location("serving_client", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    names = [n for n in dir(module) if not n.startswith("_")]
-    assert names, "serving/client.py exports nothing"
+    multi = module.ServingClient(server.url, "multi")
+    assert multi.available_versions() == [1, 2]
+    assert "serving_default" in multi.metadata()["metadata"]["signature_def"]["signature_def"]
+    rows = [{"a": [1.0, 2.0, 3.0, 4.0], "b": [1.0, 1.0]}]
+    assert multi.predict_rows(rows)[0]["class_id"] == 1
+    stable = module.ServingClient(server.url, "multi", label="stable")
+    assert stable.predict_rows(rows)[0]["class_id"] == 0
+    outputs = module.ServingClient(server.url, "single", version=1).predict_columns(
+        {"x": np.array([[1, 2, 3]], np.float32)})
+    assert outputs["output"].tolist() == y([[1, 2, 3]])
+    with pytest.raises(module.ServingError, match="Servable not found"):
+        module.ServingClient(server.url, "nope").predict_rows([[1.0]])
+    assert module.main(["status", "--url", server.url, "--model", "single"]) == 0
 
 
 def test_kflow_predict_command(server, tmp_path, capsys):

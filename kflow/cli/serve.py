@@ -117,9 +117,13 @@ def run(args: argparse.Namespace) -> int:
             print("  no models yet; new ones under the base are picked up while serving",
                   flush=True)
         batching = options.batching
-        mode = (f"batching up to {batching.max_batch_size} rows, "
-                f"{batching.batch_timeout_micros} us timeout" if batching.enabled
-                else "no batching")
+        if not batching.enabled:
+            mode = "no batching"
+        elif batching.batch_timeout_micros:
+            mode = (f"batching up to {batching.max_batch_size} rows, waiting up to "
+                    f"{batching.batch_timeout_micros} us for a batch to fill")
+        else:
+            mode = f"batching up to {batching.max_batch_size} rows"
         print(f"kflow serve: listening on {server.url} ({mode}); Ctrl-C to stop", flush=True)
 
     return run_server(args.base, options, on_ready=ready)

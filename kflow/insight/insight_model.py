@@ -245,8 +245,8 @@ class InsightModel(keras.Model):
     writes them to `grad_norms.csv`, the history and TensorBoard. It works
     with `steps_per_execution > 1` and under `tf.distribute` strategies, and
     saves to / reloads from `.keras` files like the functional model it is
-    (import `kflow.insight` or pass `custom_objects()` before
-    `keras.models.load_model` in a fresh process).
+    (in a fresh process, import `kflow.insight.insight_model` or pass
+    `custom_objects()` to `keras.models.load_model`; `kflow.load_run` does).
 
     Args:
         *args: `inputs, outputs` as for `keras.Model`.

@@ -47,6 +47,21 @@ def _log_axis(ax, axis: str = "y") -> None:
     target.set_minor_formatter(LogFormatter(minor_thresholds=(1, 0.5)))
 
 
+def _epoch_axis(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _margins(fig, *, left: float, bottom: float, top: float, right: float = 0.15,
+             wspace: float = 0.2) -> None:
+    """Fixed margins in inches (`tight_layout` would cost a second rendering pass)."""
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h,
+                        wspace=wspace)
+
+
 def _png(fig) -> bytes:
     plt = _pyplot()
     buf = io.BytesIO()
@@ -90,10 +105,10 @@ def plot_learning_curves(history: dict[str, list[float]]) -> bytes | None:
         if name == "loss":
             _log_if_wide(ax, values)
         ax.set_title(name)
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    _margins(fig, left=0.9, bottom=0.55, top=0.35, wspace=0.25)
     return _png(fig)
 
 
@@ -145,7 +160,7 @@ def plot_gradient_norms(grads: GradRows) -> bytes | None:
     axes[2].set_xlabel("optimizer step")
     axes[2].set_title("log10 gradient norm (input layer at top)")
     fig.colorbar(image, ax=axes[2], fraction=0.046, pad=0.04)
-    fig.tight_layout()
+    _margins(fig, left=0.8, bottom=1.2, top=0.35, right=0.7, wspace=0.45)
     return _png(fig)
 
 
@@ -157,11 +172,11 @@ def plot_learning_rate(history: dict[str, list[float]]) -> bytes | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 3))
     ax.plot(np.arange(1, len(lr) + 1), lr, "-o", ms=3, color="C2")
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_title("learning rate")
     _log_if_wide(ax, lr)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    _margins(fig, left=0.8, bottom=0.55, top=0.35)
     return _png(fig)
 
 
@@ -176,11 +191,11 @@ def plot_dead_units(history: dict[str, list[float]]) -> bytes | None:
         ax.plot(np.arange(1, len(values) + 1), values, "-o", ms=3,
                 label=name if i < MAX_LEGEND else None)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_title("dead ReLU fraction (probe batch)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
+    _margins(fig, left=0.6, bottom=0.55, top=0.35)
     return _png(fig)
 
 
@@ -208,7 +223,7 @@ def plot_confusion_matrix(confusion: dict[str, Any]) -> bytes | None:
                         color="white" if m[i, j] > threshold else "black")
     ax.set_title(f"confusion matrix, {confusion.get('split', 'test')} split "
                  f"(accuracy {confusion.get('accuracy', float('nan')):.3f})")
-    fig.tight_layout()
+    _margins(fig, left=0.9, bottom=0.8, top=0.4)
     return _png(fig)
 
 
@@ -233,7 +248,7 @@ def plot_lr_finder(lrs: list[float], losses: list[float], smoothed: list[float],
     ax.set_title("learning-rate range test")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    _margins(fig, left=0.8, bottom=0.6, top=0.35)
     return _png(fig)
 
 
@@ -263,8 +278,8 @@ def plot_compare(histories: dict[str, dict[str, list[float]]]) -> bytes | None:
         if name == "loss":
             _log_if_wide(ax, values)
         ax.set_title(name)
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    _margins(fig, left=0.9, bottom=0.55, top=0.35, wspace=0.25)
     return _png(fig)

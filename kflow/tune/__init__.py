@@ -11,8 +11,8 @@ variables.
 Importing this package is cheap: KerasTuner and TensorFlow load when a
 search starts.
 
-Modules: `space` (the search space), `objective`, `trial` (one trial),
-`cv` (the cross-validated objective), `tuner` (the KerasTuner bridge),
+Modules: `space` (the search space), `objective`, `trial` (one trial; with
+`--cv` through `kflow.cross_validate`), `tuner` (the KerasTuner bridge),
 `report` (table, HTML report, best.yaml), `search` (`tune`).
 """
 

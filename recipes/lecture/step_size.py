@@ -22,7 +22,7 @@ class StepSize(Recipe):
 
     name = "lecture-step-size"
     description = "Linear regression, full-batch GD: step size 0.9 diverges, 0.2 converges."
-    defaults = {"optimizer": "sgd", "learning_rate": 0.2, "batch_size": "full", "epochs": 25,
+    defaults = {"optimizer": "sgd", "learning_rate": 0.2, "batch_size": "full", "epochs": 15,
                 "early_stopping": False, "grad_log_every": 1}
 
     features = hp.Int(4, low=1, high=64, group="data", doc="Number of input features.")
