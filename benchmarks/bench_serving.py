@@ -18,9 +18,10 @@ asyncio, raw HTTP/1.1 over keep-alive connections on loopback, so the client
 costs little next to the server): C concurrent clients, each posting one row
 (`{"instances": [row]}`) as soon as its previous answer arrived. After a
 warm-up second it counts answers for `--seconds` and reports requests/second
-and the p50 / p99 latency. Rounds interleave all variants and the table shows
-the median over the rounds, so load from other work on the machine hits every
-variant alike.
+and the p50 / p99 latency. Before each measurement the servers must be idle (a
+server that fell behind keeps computing after its clients stopped). Rounds
+interleave all variants and the table shows the median over the rounds, so load
+from other work on the machine hits every variant alike.
 
 Usage:
 
@@ -262,6 +263,27 @@ def start_servers(base: Path, keras_path: Path, skip_naive: bool) -> dict[str, t
     return servers
 
 
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def wait_idle(pids: list[int], timeout: float = 120.0) -> None:
+    """Waits until the servers stop computing: a server that fell behind (the
+    naive one does) would otherwise still burn CPU during the next measurement."""
+    deadline = time.time() + timeout
+    before = sum(_cpu_seconds(p) for p in pids)
+    while time.time() < deadline:
+        time.sleep(0.5)
+        now = sum(_cpu_seconds(p) for p in pids)
+        if now - before < 0.05:
+            return
+        before = now
+
+
 def run_load(url: str, concurrency: int, seconds: float, body: Path, warmup: float) -> dict:
     cmd = [sys.executable, __file__, "--load", url, "--concurrency", str(concurrency),
            "--seconds", str(seconds), "--body", str(body), "--warmup", str(warmup)]
@@ -323,6 +345,8 @@ def main() -> None:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(REPO))
+    # SIGTERM stops the servers too (the finally clause below).
+    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     work = Path(args.out or tempfile.mkdtemp(prefix="bench-serving-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"building {args.model} in {work} ...", flush=True)
@@ -335,10 +359,12 @@ def main() -> None:
     rounds, limit_rounds = [], []
     try:
         for i in range(args.rounds):
+            wait_idle([proc.pid for proc, _, _ in servers.values()])
             limit_rounds.append(in_process(base, args.concurrency, args.seconds, row))
             results: dict = {label: {} for label in servers}
             for c in args.concurrency:
                 for label, (_, url, _) in servers.items():
+                    wait_idle([proc.pid for proc, _, _ in servers.values()])
                     results[label][c] = run_load(url, c, args.seconds, body, args.warmup)
                     r = results[label][c]
                     print(f"round {i + 1}: {label:28s} c={c:3d} {r['rps']:8.0f} req/s  "

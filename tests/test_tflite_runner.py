@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -172,7 +173,10 @@ def test_runner_errors_are_one_line(device, tmp_path):
     (tmp_path / "bad.csv").write_text("hours_studied,school\n1.0,Hilltop\n")
     done = _runner(device, str(result.tflite_files["float32"]), "-i", str(tmp_path / "bad.csv"))
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        "kflow_tflite_runner: error: the rows have no 'absences' value")
+    last = done.stderr.strip().splitlines()[-1]
+    match = re.match(r"kflow_tflite_runner: error: the rows have no '(\w+)' value; the model "
+                     r"takes: ", last)
+    assert match and match.group(1) in (
+        "sleep_hours", "previous_score", "tutoring", "absences"), last
     missing = _runner(device, str(tmp_path / "none.tflite"))
     assert missing.returncode == 2 and "model file" in missing.stderr

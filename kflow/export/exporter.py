@@ -15,6 +15,7 @@ removes the staging directories: no partial version, no half-written export.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -32,6 +33,7 @@ import numpy as np
 from kflow.errors import ConfigError, RunError
 from kflow.export.errors import (
     AccuracyGateError,
+    ExportError,
     RepresentativeDataError,
     TFLiteConversionError,
 )
@@ -347,7 +349,7 @@ def export_run(
     staging_version = None
     fresh_model_dir = mb is not None and not mb.model_dir(name).exists()
     published = False
-    lock = mb.lock(name) if mb is not None else _null_context()
+    lock = mb.lock(name) if mb is not None else contextlib.nullcontext()
     try:
         with lock:
             if mb is not None:
@@ -360,7 +362,13 @@ def export_run(
                 report["saved_model"] = _saved_model(
                     model, layout, task, class_names, staging_version, parity_x,
                     parity_tolerance, name, warmup_rows, data, rows_source, say)
-            staging_export.mkdir(parents=True)
+            try:
+                staging_export.mkdir(parents=True)
+            except OSError as exc:
+                raise ExportError(
+                    f"Run directory '{run_dir}' is not writable ({exc.strerror}); the export "
+                    "report and TFLite files go into RUN_DIR/export. Nothing was exported."
+                ) from None
             if variants:
                 report["tflite"] = _tflite(
                     model, layout, task, class_names, variants, staging_export, data, rep_x,
@@ -414,14 +422,6 @@ def _int8_hint(model: Any, tflite_report: dict[str, Any]) -> str:
     return ("int8 quantizes each input tensor with one scale, so raw features of very "
             "different ranges lose precision before the model's own scaling; re-run with "
             "--tflite-preprocessing sidecar to quantize the scaled inputs instead.")
-
-
-class _null_context:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def _outputs_description(task: str, class_names: list[str] | None) -> dict[str, Any]:

@@ -290,22 +290,21 @@ class InsightModel(keras.Model):
         """The layers whose statistics are recorded, in layer order."""
         return layer_groups(self)[0]
 
-    def compile(self, *args: Any, **kwargs: Any) -> None:
-        super().compile(*args, **kwargs)
-        self._grad_stats = None
-
     def make_train_function(self, force: bool = False):
-        if self._grad_stats is None and self._records():
-            spe = max(1, int(getattr(self, "steps_per_execution", 1) or 1))
-            capacity = math.ceil(spe / self.grad_log_every) + SPARE_ROWS
-            state = _GradStatsState(self, self.grad_log_every, capacity)
-            if _hook_optimizer(self.optimizer, state):
-                object.__setattr__(self, "_grad_stats", state)
+        if self.train_function is None or force:  # (re)traced: after compile(), say
+            object.__setattr__(self, "_grad_stats", None)
+            if self._records():
+                spe = max(1, int(getattr(self, "steps_per_execution", 1) or 1))
+                capacity = math.ceil(spe / self.grad_log_every) + SPARE_ROWS
+                state = _GradStatsState(self, self.grad_log_every, capacity)
+                if _hook_optimizer(self.optimizer, state):
+                    object.__setattr__(self, "_grad_stats", state)
         return super().make_train_function(force=force)
 
     def _records(self) -> bool:
         return (self.grad_log_every > 0 and keras.backend.backend() == "tensorflow"
-                and bool(self.trainable_variables) and self.optimizer is not None)
+                and bool(self.trainable_variables)
+                and getattr(self, "optimizer", None) is not None)
 
     def train_step(self, data):
         state = self._grad_stats
