@@ -6,21 +6,26 @@ in one run:
 
 * plain Keras: `model.compile(..., steps_per_execution=1)` with Keras defaults,
   then `model.fit(x_numpy, y_numpy, batch_size=32, validation_data=(xv, yv))`;
-* kflow: `kflow.train(...)` itself, i.e. its tf.data pipeline, compile settings,
-  op determinism and all its per-epoch callbacks (resumable backup, early
-  stopping, best checkpoint, CSV history, TensorBoard) writing a run directory;
+* kflow: `kflow.train(...)` itself, with its defaults: tf.data pipeline,
+  compile settings, op determinism, training insight, and all its per-epoch
+  callbacks (resumable backup, early stopping, best checkpoint, CSV history,
+  TensorBoard) writing a real run directory;
 * PyTorch (if `import torch` works): the same architecture as a hand-written
   training loop over a `DataLoader(TensorDataset(...), shuffle=True)`, Adam
   lr 1e-3, batch 32, validated every epoch.
 
-Each (recipe, variant, repeat) runs in its own Python process: op determinism
-is process-wide in TensorFlow, and a fresh process gives every variant the same
-start. Throughput is steady-state training samples/second: the wall time of
-every epoch after the first one (tracing/compilation), validation and callbacks
-included, median over the repeats. The variants run interleaved, in a rotating
-order, so that noise from other work on the machine hits them alike. Test
-accuracy after the same number of epochs shows the speed is not bought with
-accuracy (kflow restores the weights of its best validation epoch at the end).
+How it is timed. Each variant trains in its own Python process (TensorFlow's
+op determinism, which kflow turns on, is process-wide; plain Keras must not
+get it). The processes of one repeat start together and then train in
+lockstep: one epoch of the first, one epoch of the second, ... (rotating
+order), so that only one trains at any moment and slow phases of the machine
+(other jobs) hit every variant alike. An epoch is timed from its start to the
+start of the next one: training, validation, callbacks (checkpoints, logs)
+and the framework's own per-epoch work. Throughput is training samples per
+second over the epochs after the first (tracing/compilation, reported apart),
+median over the repeats. Test accuracy after the same number of epochs shows
+the speed is not bought with accuracy (kflow restores the weights of its best
+validation epoch at the end, as it always does).
 
 Usage:
 
@@ -45,13 +50,32 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("keras", "kflow", "torch")
-LABELS = {"keras": "plain Keras (fit on NumPy, spe=1)", "kflow": "kflow.train",
+LABELS = {"keras": "plain Keras (fit on NumPy, spe=1)", "kflow": "kflow.train (defaults)",
           "torch": "PyTorch loop (DataLoader)"}
 BATCH_SIZE = 32
 
 
 # ---------------------------------------------------------------------------
-# Workers: each trains one variant in a fresh process and prints one JSON line.
+# Worker side: one variant in one process, driven one epoch at a time.
+
+
+class _Protocol:
+    """Lines to and from the driver: `go` before each epoch; JSON reports back.
+
+    The reports use a private copy of the original stdout; file descriptor 1
+    is pointed at stderr so that stray prints cannot garble them.
+    """
+
+    def __init__(self):
+        self.out = os.fdopen(os.dup(1), "w", buffering=1)
+        os.dup2(2, 1)
+
+    def send(self, **message) -> None:
+        self.out.write(json.dumps(message) + "\n")
+
+    def wait_for_go(self) -> None:
+        if sys.stdin.readline().strip() != "go":
+            sys.exit(0)
 
 
 def _recipe_and_splits(name: str, seed: int):
@@ -64,30 +88,36 @@ def _recipe_and_splits(name: str, seed: int):
     return recipe, splits
 
 
-def _keras_timer():
+def _keras_gate(proto: _Protocol):
+    """A callback that waits for `go` before each epoch and reports its wall time.
+
+    Add it last: its `on_epoch_end` runs after every other callback's, and its
+    `on_epoch_begin` after theirs, so an epoch's time runs from its release to
+    the arrival at the next epoch's gate (the last epoch: to its own end).
+    """
     import keras
 
-    class EpochTimer(keras.callbacks.Callback):
-        """Wall time of each epoch, from its start to the end of all callbacks' epoch end.
-
-        Add it last: its `on_epoch_end` then runs after every other callback's.
-        """
-
+    class Gate(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.starts: list[float] = []
-            self.seconds: list[float] = []
+            self.release = self.end = None
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.starts.append(time.perf_counter())
+            if self.release is not None:
+                proto.send(event="epoch", seconds=time.perf_counter() - self.release)
+            proto.wait_for_go()
+            self.release = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self.starts[-1])
+            self.end = time.perf_counter()
 
-    return EpochTimer()
+        def on_train_end(self, logs=None):
+            proto.send(event="epoch", seconds=self.end - self.release)
+
+    return Gate()
 
 
-def run_keras(name: str, epochs: int, seed: int) -> dict:
+def run_keras(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
     """Plain Keras: the recipe's model, Keras defaults, fit on NumPy arrays."""
     import keras
 
@@ -101,31 +131,26 @@ def run_keras(name: str, epochs: int, seed: int) -> dict:
         optimizer=build_optimizer_for(recipe, math.ceil(len(tr) / BATCH_SIZE)),
         loss=recipe.loss(tr.task), metrics=recipe.metrics(tr.task), steps_per_execution=1,
     )
-    timer = _keras_timer()
     model.fit(tr.x, tr.y, batch_size=BATCH_SIZE, epochs=epochs, validation_data=(va.x, va.y),
-              callbacks=[timer], verbose=0)
+              callbacks=[_keras_gate(proto)], verbose=0)
     test = model.evaluate(te.x, te.y, verbose=0, return_dict=True)
-    return {"epoch_seconds": timer.seconds, "num_train": len(tr),
-            "test_accuracy": float(test["accuracy"]), "epochs_run": len(timer.seconds)}
+    return {"num_train": len(tr), "test_accuracy": float(test["accuracy"])}
 
 
-def run_kflow(name: str, epochs: int, seed: int) -> dict:
+def run_kflow(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
     """kflow: `kflow.train` exactly as a user calls it (run directory, callbacks)."""
     from kflow.recipe.overrides import resolve_recipe
     from kflow.train.engine import train
 
     recipe, _ = resolve_recipe(name, {}, ())
-    # Early stopping stays on (its per-epoch cost is part of kflow's); a patience of
-    # at least `epochs` only makes sure every variant trains the same number of epochs.
+    # Early stopping stays on (its per-epoch cost is kflow's); a patience of at
+    # least `epochs` only makes every variant train the same number of epochs.
     patience = max(int(recipe.hparams["patience"]), epochs)
-    timer = _keras_timer()
     with tempfile.TemporaryDirectory(prefix="kflow-bench-") as tmp:
         run = train(name, epochs=epochs, seed=seed, run_dir=Path(tmp) / "run", verbose=0,
-                    set_args=[f"patience={patience}"], callbacks=[timer])
+                    set_args=[f"patience={patience}"], callbacks=[_keras_gate(proto)])
         num_train = json.loads((run.run_dir / "run.json").read_text())["num_train"]
-    return {"epoch_seconds": timer.seconds, "num_train": num_train,
-            "test_accuracy": float(run.metrics["test"]["accuracy"]),
-            "epochs_run": int(run.metrics["epochs_run"])}
+    return {"num_train": num_train, "test_accuracy": float(run.metrics["test"]["accuracy"])}
 
 
 def _torch_model(recipe, train):
@@ -137,30 +162,26 @@ def _torch_model(recipe, train):
     h = recipe.hparams
     if h.get("activation", "relu") != "relu" or h.get("scaling") != "standard":
         raise NotImplementedError("the PyTorch mirror supports relu + standard scaling only")
-    x = np.asarray(train.x, dtype="float32")
-    axes = tuple(range(x.ndim - 1))
-    mean, std = x.mean(axis=axes), np.sqrt(x.var(axis=axes)).clip(min=1e-7)
     bn = h.get("batch_norm", "before")
     if bn == "after":
         raise NotImplementedError("the PyTorch mirror supports batch_norm=before/none")
+    x = np.asarray(train.x, dtype="float32")
+    axes = tuple(range(x.ndim - 1))
+    mean, std = x.mean(axis=axes), np.sqrt(x.var(axis=axes)).clip(min=1e-7)
     dropout = h.get("dropout", 0.0)
 
     def he_normal(layer):  # Keras' he_normal: truncated normal, stddev sqrt(2 / fan_in)
         fan_in = layer.weight[0].numel()
-        std_ = math.sqrt(2.0 / fan_in) / 0.87962566103423978
-        nn.init.trunc_normal_(layer.weight, std=std_, a=-2 * std_, b=2 * std_)
+        scale = math.sqrt(2.0 / fan_in) / 0.87962566103423978
+        nn.init.trunc_normal_(layer.weight, std=scale, a=-2 * scale, b=2 * scale)
         if layer.bias is not None:
             nn.init.zeros_(layer.bias)
         return layer
 
-    def block(linear, norm):
-        layers = [he_normal(linear)]
-        if bn == "before":
-            layers.append(norm)
-        layers.append(nn.ReLU())
-        return layers
+    def block(linear, norm):  # linear -> [BatchNorm] -> ReLU, like kflow's blocks
+        return [he_normal(linear), *([norm] if bn == "before" else []), nn.ReLU()]
 
-    class Standardize(nn.Module):
+    class Standardize(nn.Module):  # Keras' Normalization layer, adapted on train
         def __init__(self):
             super().__init__()
             self.register_buffer("mean", torch.from_numpy(mean))
@@ -169,13 +190,13 @@ def _torch_model(recipe, train):
         def forward(self, t):
             return (t - self.mean) / self.std
 
-    class ChannelsFirst(nn.Module):
-        def forward(self, t):  # NHWC (Keras) -> NCHW (PyTorch)
-            return t.permute(0, 3, 1, 2)
+    class Permute(nn.Module):
+        def __init__(self, *dims):
+            super().__init__()
+            self.dims = dims
 
-    class ChannelsLast(nn.Module):
-        def forward(self, t):  # NCHW -> NHWC
-            return t.permute(0, 2, 3, 1)
+        def forward(self, t):
+            return t.permute(*self.dims)
 
     layers: list[nn.Module] = [Standardize()]
     if recipe.name == "digits-mlp":
@@ -189,18 +210,18 @@ def _torch_model(recipe, train):
                 layers.append(nn.Dropout(dropout))
             width = h["units"]
     elif recipe.name == "digits-cnn":
-        layers.append(ChannelsFirst())
+        layers.append(Permute(0, 3, 1, 2))  # NHWC (Keras) -> NCHW
         channels, size = x.shape[-1], x.shape[1]
         for stage in range(h["stages"]):
-            f = h["filters"] * 2**stage
+            filters = h["filters"] * 2**stage
             for _ in range(2):
-                layers += block(nn.Conv2d(channels, f, 3, padding="same", bias=bn != "before"),
-                                nn.BatchNorm2d(f, eps=1e-3, momentum=0.01))
-                channels = f
+                layers += block(
+                    nn.Conv2d(channels, filters, 3, padding="same", bias=bn != "before"),
+                    nn.BatchNorm2d(filters, eps=1e-3, momentum=0.01))
+                channels = filters
             layers.append(nn.MaxPool2d(2))
             size //= 2
-        layers.append(ChannelsLast())  # flatten in Keras' NHWC order
-        layers.append(nn.Flatten())
+        layers += [Permute(0, 2, 3, 1), nn.Flatten()]  # flatten in Keras' NHWC order
         layers += block(nn.Linear(channels * size * size, h["dense_units"], bias=bn != "before"),
                         nn.BatchNorm1d(h["dense_units"], eps=1e-3, momentum=0.01))
         if dropout:
@@ -208,14 +229,13 @@ def _torch_model(recipe, train):
         width = h["dense_units"]
     else:
         raise NotImplementedError(f"no PyTorch mirror of {recipe.name}")
-    head = nn.Linear(width, train.num_classes)
+    head = nn.Linear(width, train.num_classes)  # logits; the softmax is in the loss
     nn.init.xavier_uniform_(head.weight)
     nn.init.zeros_(head.bias)
-    layers.append(head)  # logits; the softmax is in the loss
-    return nn.Sequential(*layers)
+    return nn.Sequential(*layers, head)
 
 
-def run_torch(name: str, epochs: int, seed: int) -> dict:
+def run_torch(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
     """A hand-written PyTorch training loop, as a typical user writes it."""
     import torch
     import torch.nn.functional as F
@@ -229,28 +249,27 @@ def run_torch(name: str, epochs: int, seed: int) -> dict:
     model = _torch_model(recipe, tr)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.hparams["learning_rate"], eps=1e-7)
 
-    def tensors(split):
-        return (torch.as_tensor(split.x, dtype=torch.float32),
-                torch.as_tensor(split.y, dtype=torch.long))
+    def loader(split, **kwargs):
+        return DataLoader(TensorDataset(torch.as_tensor(split.x, dtype=torch.float32),
+                                        torch.as_tensor(split.y, dtype=torch.long)), **kwargs)
 
-    train_loader = DataLoader(TensorDataset(*tensors(tr)), batch_size=BATCH_SIZE, shuffle=True)
-    val_loader = DataLoader(TensorDataset(*tensors(va)), batch_size=256)
-    test_loader = DataLoader(TensorDataset(*tensors(te)), batch_size=256)
+    train_loader = loader(tr, batch_size=BATCH_SIZE, shuffle=True)
+    val_loader, test_loader = loader(va, batch_size=256), loader(te, batch_size=256)
 
-    def evaluate(loader):
+    def evaluate(data):
         model.eval()
         correct = total = 0
         loss = 0.0
         with torch.no_grad():
-            for xb, yb in loader:
+            for xb, yb in data:
                 out = model(xb)
                 loss += F.cross_entropy(out, yb, reduction="sum").item()
                 correct += (out.argmax(1) == yb).sum().item()
                 total += len(yb)
         return loss / total, correct / total
 
-    seconds = []
     for _ in range(epochs):
+        proto.wait_for_go()
         start = time.perf_counter()
         model.train()
         for xb, yb in train_loader:
@@ -259,47 +278,105 @@ def run_torch(name: str, epochs: int, seed: int) -> dict:
             loss.backward()
             opt.step()
         evaluate(val_loader)
-        seconds.append(time.perf_counter() - start)
-    return {"epoch_seconds": seconds, "num_train": len(tr),
-            "test_accuracy": evaluate(test_loader)[1], "epochs_run": epochs,
-            "threads": torch.get_num_threads()}
+        proto.send(event="epoch", seconds=time.perf_counter() - start)
+    return {"num_train": len(tr), "test_accuracy": evaluate(test_loader)[1]}
 
 
 WORKERS = {"keras": run_keras, "kflow": run_kflow, "torch": run_torch}
 
 
-# ---------------------------------------------------------------------------
-# Driver.
-
-
-def _torch_available() -> bool:
+def worker_main(variant: str, recipe: str, epochs: int, seed: int) -> int:
+    proto = _Protocol()
     try:
-        import importlib.util
-
-        return importlib.util.find_spec("torch") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _run_worker(variant: str, recipe: str, epochs: int, seed: int) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    cmd = [sys.executable, __file__, "--worker", variant, "--recipes", recipe,
-           "--epochs", str(epochs), "--seed", str(seed)]
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
-    wall = time.perf_counter() - start
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"{variant} on {recipe} failed:\n{done.stderr[-3000:]}")
-    result = json.loads(lines[-1])
-    result["process_seconds"] = wall
-    return result
+        result = WORKERS[variant](proto, recipe, epochs, seed)
+    except NotImplementedError as e:
+        proto.send(event="skip", reason=str(e))
+        return 0
+    proto.send(event="done", **result)
+    return 0
 
 
-def _steady_samples_per_second(result: dict, warmup: int) -> float:
-    timed = result["epoch_seconds"][warmup:]
-    return result["num_train"] * len(timed) / sum(timed)
+# ---------------------------------------------------------------------------
+# Driver side.
+
+
+class _Worker:
+    def __init__(self, variant: str, recipe: str, epochs: int, seed: int):
+        self.variant = variant
+        self.log = tempfile.TemporaryFile(mode="w+")
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": os.pathsep.join(
+            [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", variant, "--recipes", recipe,
+             "--epochs", str(epochs), "--seed", str(seed)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+            env=env, cwd=REPO, bufsize=1)
+        self.epoch_seconds: list[float] = []
+        self.result: dict | None = None
+        self.skipped: str | None = None
+        self.finished = False
+
+    def _receive(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            self.log.seek(0)
+            raise RuntimeError(f"the {self.variant} worker died:\n{self.log.read()[-3000:]}")
+        return json.loads(line)
+
+    def _handle(self, message: dict) -> None:
+        if message["event"] == "epoch":
+            self.epoch_seconds.append(message["seconds"])
+            return
+        if message["event"] == "skip":
+            self.skipped = message["reason"]
+        else:  # "done" (also after an early stop)
+            self.result = message
+        self.finished = True
+
+    def epoch(self) -> None:
+        """Lets the worker train one epoch; waits for its report."""
+        try:
+            self.proc.stdin.write("go\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:  # it has already sent "skip" and exited
+            pass
+        self._handle(self._receive())
+
+    def finish(self) -> None:
+        """Waits for the end of the run (final evaluation, files) and the exit."""
+        if not self.finished:
+            self._handle(self._receive())
+        self.finished = True
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        self.proc.wait()
+        self.log.close()
+
+
+def run_repeat(recipe: str, variants: list[str], epochs: int, seed: int, rep: int):
+    workers = [_Worker(v, recipe, epochs, seed) for v in variants]
+    try:
+        for epoch in range(epochs):
+            shift = (rep + epoch) % len(workers)
+            for worker in workers[shift:] + workers[:shift]:
+                if not worker.finished:
+                    worker.epoch()
+                    if epoch == epochs - 1 or worker.finished:
+                        worker.finish()  # nothing else runs during its end-of-run work
+                    time.sleep(0.05)  # let the worker's threads go idle
+    finally:
+        for worker in workers:
+            if worker.proc.poll() is None and not worker.finished:
+                worker.proc.kill()
+    return workers
+
+
+def _samples_per_second(worker: _Worker) -> float:
+    timed = worker.epoch_seconds[1:]  # the first epoch traces and compiles
+    return worker.result["num_train"] * len(timed) / sum(timed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,10 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", default="digits-mlp,digits-cnn",
                         help="Comma-separated recipe names. Default: %(default)s.")
     parser.add_argument("--epochs", type=int, default=10,
-                        help="Epochs per training run; the first one is warm-up (tracing) "
-                        "and is not timed. Default: %(default)s.")
+                        help="Epochs per training run; the first one (tracing) is reported "
+                        "apart, not in samples/s. Default: %(default)s.")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="Training runs per variant (median reported). Default: %(default)s.")
+                        help="Runs of each variant (median reported). Default: %(default)s.")
     parser.add_argument("--seed", type=int, default=0, help="Seed. Default: %(default)s.")
     parser.add_argument("--no-torch", action="store_true", help="Skip the PyTorch loop.")
     parser.add_argument("--json", metavar="PATH", help="Also write all raw results here.")
@@ -320,87 +397,80 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be >= 2 (the first epoch is not timed)")
+    if args.worker:
+        return worker_main(args.worker, args.recipes, args.epochs, args.seed)
 
-    if args.worker:  # child process: train one variant, print one JSON line
-        print(json.dumps(WORKERS[args.worker](args.recipes, args.epochs, args.seed)))
-        return 0
+    import importlib.util
 
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     variants = ["keras", "kflow"]
     if not args.no_torch:
-        if _torch_available():
+        if importlib.util.find_spec("torch") is not None:
             variants.append("torch")
         else:
             print("torch is not installed: skipping the PyTorch loop.")
-    import keras
-    import tensorflow as tf
+    from importlib.metadata import version
 
-    versions = f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    versions = f"TensorFlow {version('tensorflow')}, Keras {version('keras')}"
     if "torch" in variants:
-        import torch
-
-        versions += f", PyTorch {torch.__version__}"
+        versions += f", PyTorch {version('torch')}"
     print(f"{versions}; Python {platform.python_version()}; {os.cpu_count()} CPUs; "
-          f"batch {BATCH_SIZE}, {args.epochs} epochs (first not timed), "
+          f"batch {BATCH_SIZE}; {args.epochs} epochs (the first not timed); "
           f"{args.repeats} repeats, median")
+    print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
 
-    results: dict[tuple[str, str], list[dict]] = {}
-    skipped: set[tuple[str, str]] = set()
     t0 = time.perf_counter()
+    runs: dict[tuple[str, str], list[_Worker]] = {}
+    skipped: dict[tuple[str, str], str] = {}
     for recipe in recipes:
         for rep in range(args.repeats):
-            order = variants[rep % len(variants):] + variants[:rep % len(variants)]
-            for variant in order:
-                if (recipe, variant) in skipped:
+            todo = [v for v in variants if (recipe, v) not in skipped]
+            for worker in run_repeat(recipe, todo, args.epochs, args.seed, rep):
+                key = (recipe, worker.variant)
+                if worker.skipped is not None:
+                    skipped[key] = worker.skipped
+                    print(f"  {recipe:12s} {worker.variant:6s} skipped: {worker.skipped}")
                     continue
-                try:
-                    res = _run_worker(variant, recipe, args.epochs, args.seed)
-                except RuntimeError as e:
-                    if variant != "torch":
-                        raise
-                    print(f"  skipping PyTorch for {recipe}: {str(e).strip().splitlines()[-1]}")
-                    skipped.add((recipe, variant))
-                    continue
-                results.setdefault((recipe, variant), []).append(res)
-                sps = _steady_samples_per_second(res, 1)
-                print(f"  {recipe:12s} {variant:6s} repeat {rep + 1}: {sps:8.0f} samples/s, "
-                      f"first epoch {res['epoch_seconds'][0]:.2f} s, "
-                      f"test acc {res['test_accuracy']:.4f}", flush=True)
+                runs.setdefault(key, []).append(worker)
+                print(f"  {recipe:12s} {worker.variant:6s} repeat {rep + 1}: "
+                      f"{_samples_per_second(worker):8.0f} samples/s, first epoch "
+                      f"{worker.epoch_seconds[0]:.2f} s, test acc "
+                      f"{worker.result['test_accuracy']:.4f}", flush=True)
 
     rows = []
     for recipe in recipes:
         base = None
         for variant in variants:
-            runs = results.get((recipe, variant)) or []
-            if not runs:
+            workers = runs.get((recipe, variant))
+            if not workers:
                 continue
-            sps = [_steady_samples_per_second(r, 1) for r in runs]
+            sps = [_samples_per_second(w) for w in workers]
             row = {
-                "recipe": recipe, "variant": variant, "samples_per_second": statistics.median(sps),
-                "samples_per_second_min": min(sps), "samples_per_second_max": max(sps),
-                "first_epoch_seconds": statistics.median(r["epoch_seconds"][0] for r in runs),
-                "test_accuracy": statistics.median(r["test_accuracy"] for r in runs),
-                "epochs_run": runs[0]["epochs_run"],
+                "recipe": recipe, "variant": variant,
+                "samples_per_second": statistics.median(sps),
+                "samples_per_second_all": sps,
+                "first_epoch_seconds": statistics.median(w.epoch_seconds[0] for w in workers),
+                "test_accuracy": statistics.median(w.result["test_accuracy"] for w in workers),
+                "epoch_seconds": [w.epoch_seconds for w in workers],
             }
-            if variant == "keras":
-                base = row["samples_per_second"]
+            base = row["samples_per_second"] if variant == "keras" else base
             row["vs_plain_keras"] = row["samples_per_second"] / base if base else float("nan")
             rows.append(row)
 
     print()
-    header = (f"| {'recipe':10s} | {'variant':35s} | {'samples/s (min-max)':22s} | "
-              f"{'vs plain Keras':14s} | {'1st epoch':9s} | {'test acc':8s} |")
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    print("| recipe | variant | samples/s (median; all repeats) | vs plain Keras | "
+          "1st epoch | test acc |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
-        spread = (f"{row['samples_per_second']:6.0f} ({row['samples_per_second_min']:.0f}-"
-                  f"{row['samples_per_second_max']:.0f})")
-        print(f"| {row['recipe']:10s} | {LABELS[row['variant']]:35s} | {spread:22s} | "
-              f"{row['vs_plain_keras']:13.2f}x | {row['first_epoch_seconds']:7.2f} s | "
-              f"{row['test_accuracy']:8.4f} |")
+        spread = ", ".join(f"{s:.0f}" for s in row["samples_per_second_all"])
+        print(f"| {row['recipe']} | {LABELS[row['variant']]} | "
+              f"**{row['samples_per_second']:.0f}** ({spread}) | {row['vs_plain_keras']:.2f}x | "
+              f"{row['first_epoch_seconds']:.1f} s | {row['test_accuracy']:.4f} |")
     print()
     for recipe in recipes:
         by = {r["variant"]: r for r in rows if r["recipe"] == recipe}
+        if "kflow" not in by or "keras" not in by:
+            continue
         line = (f"{recipe}: kflow / plain Keras = {by['kflow']['vs_plain_keras']:.2f}x "
                 "(target >= 1.8x)")
         if "torch" in by:
@@ -408,10 +478,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"{by['kflow']['samples_per_second'] / by['torch']['samples_per_second']:.2f}x"
                      " (target >= 1.2x)")
         print(line)
-    print(f"total benchmark time {time.perf_counter() - t0:.0f} s")
+    print(f"total benchmark time {time.perf_counter() - t0:.0f} s; load average after: "
+          "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"rows": rows, "raw": {f"{k[0]}/{k[1]}": v for k, v in results.items()}}, indent=2))
+        Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "rows": rows}, indent=2))
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 import keras
@@ -15,6 +17,10 @@ __all__ = ["DeadUnitMonitor", "relu_family_layers", "alive_units_fn", "dead_unit
 
 #: Samples of the probe batch taken from the training split.
 PROBE_SIZE = 128
+#: Largest fraction of the training time the probe may take (short epochs probe less often).
+PROBE_BUDGET = 0.02
+#: Epochs between two probes at most.
+MAX_PROBE_INTERVAL = 10
 
 
 def _activation_name(layer: keras.layers.Layer) -> str | None:
@@ -48,10 +54,11 @@ def relu_family_layers(model: keras.Model) -> list[keras.layers.Layer]:
 
 
 def probe_batch(x: Any, size: int = PROBE_SIZE) -> Any:
-    """The first `size` samples of `x` (an array or a dict of arrays)."""
-    if isinstance(x, dict):
-        return {k: np.asarray(v)[:size] for k, v in x.items()}
-    return np.asarray(x)[:size]
+    """The first `size` samples of `x` (an array, DataFrame or dict of column arrays)."""
+    from kflow.data.dataset import take_rows
+
+    n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    return take_rows(x, np.arange(min(n, size)))
 
 
 def alive_units_fn(model: keras.Model, layers: list[keras.layers.Layer]):
@@ -98,9 +105,16 @@ class DeadUnitMonitor(keras.callbacks.Callback):
     inference mode (BatchNorm uses its moving statistics, Dropout is off).
     Adds `dead_relu/<layer>` to the epoch logs (history.csv, TensorBoard).
 
+    The probe runs at every epoch end unless it would cost more than
+    `budget` of the training time: on very short epochs it runs every few
+    epochs instead (at most `MAX_PROBE_INTERVAL` apart), and the epochs in
+    between log NaN.
+
     Args:
-        probe_x: Input samples (an array or a dict of arrays); the first
-            `PROBE_SIZE` are used.
+        probe_x: Input samples (an array, DataFrame or dict of arrays); the
+            first `PROBE_SIZE` are used.
+        budget: Largest fraction of the epoch time the probe may take.
+            Defaults to `PROBE_BUDGET`.
 
     Example:
 
@@ -109,28 +123,47 @@ class DeadUnitMonitor(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, probe_x: Any):
+    def __init__(self, probe_x: Any, budget: float = PROBE_BUDGET):
         super().__init__()
         self.probe_x = probe_batch(probe_x)
+        self.budget = budget
         self._extractor = None
         self._built_for = None
         self._names: list[str] = []
+        self._next_probe = 0
+        self._probes = 0
+        self._epoch_start = 0.0
         self.last: dict[str, float] = {}
 
     def on_train_begin(self, logs=None):
+        self._next_probe = 0
         if self._built_for is self.model:  # built in an earlier fit() of the same model
             return
         self._built_for = self.model
+        self._probes = 0
         layers = relu_family_layers(self.model)
         self._names = [layer.name for layer in layers]
         self._extractor = None
         if layers:
             self._extractor = alive_units_fn(self.model, layers)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
     def on_epoch_end(self, epoch, logs=None):
         if self._extractor is None:
             return
-        self.last = dead_unit_fractions(self._extractor, self._names, self.probe_x)
+        fractions = dict.fromkeys(self._names, float("nan"))
+        if epoch >= self._next_probe:
+            start = time.perf_counter()
+            self.last = fractions = dead_unit_fractions(self._extractor, self._names,
+                                                        self.probe_x)
+            cost = time.perf_counter() - start
+            self._probes += 1
+            # The first probe also traces the function: judge the cost from the second.
+            epoch_time = max(start - self._epoch_start, 1e-9)
+            interval = 1 if self._probes == 1 else math.ceil(cost / (self.budget * epoch_time))
+            self._next_probe = epoch + min(max(1, interval), MAX_PROBE_INTERVAL)
         if logs is not None:
-            for name, fraction in self.last.items():
+            for name, fraction in fractions.items():
                 logs[f"dead_relu/{name}"] = fraction

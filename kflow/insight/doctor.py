@@ -382,7 +382,12 @@ def _rule_dead_relus(c: _Context) -> Finding | None:
     columns = {k[len("dead_relu/"):]: v for k, v in c.h.items() if k.startswith("dead_relu/")}
     if not columns or not c.epochs:
         return None
-    last = {name: v[-1] for name, v in columns.items() if v and math.isfinite(v[-1])}
+    last, when = {}, 0
+    for name, values in columns.items():  # the last probed epoch (it may skip epochs)
+        probed = [i for i, v in enumerate(values) if math.isfinite(v)]
+        if probed:
+            last[name] = values[probed[-1]]
+            when = max(when, probed[-1] + 1)
     bad = {name: f for name, f in last.items() if f >= DEAD_RELU_FRACTION}
     if not bad:
         return None
@@ -390,7 +395,7 @@ def _rule_dead_relus(c: _Context) -> Finding | None:
     lr = c.hp("learning_rate")
     return Finding(
         id="dead_relus", severity="warning", title="Dead ReLUs",
-        evidence=(f"At epoch {c.epochs}, {len(bad)} of {len(last)} ReLU-family layers have "
+        evidence=(f"At epoch {when}, {len(bad)} of {len(last)} ReLU-family layers have "
                   f">= {DEAD_RELU_FRACTION:.0%} dead units on the probe batch; worst: "
                   f"{worst} with {bad[worst]:.0%} of its units never active."),
         why="A ReLU unit whose input is negative for every sample outputs 0 and passes no "
@@ -402,7 +407,7 @@ def _rule_dead_relus(c: _Context) -> Finding | None:
             "Use BatchNorm before the activation (--set batch_norm=before), or a leaky "
             "variant (--set activation=leaky_relu / elu) that keeps a gradient for x < 0.",
         ],
-        epoch=c.epochs, data={"dead_fraction": bad},
+        epoch=when, data={"dead_fraction": bad},
     )
 
 

@@ -75,9 +75,9 @@ def suggest_learning_rate(lrs: list[float], smoothed: list[float]) -> tuple[floa
     if len(values) < 5 or not np.isfinite(values).any():
         return None, None
     finite = np.where(np.isfinite(values), values, np.inf)
-    best = int(np.argmin(finite))
+    start = int(len(values) * SKIP_START)  # the first smoothed values are the noisiest
+    best = start + int(np.argmin(finite[start:]))
     min_lr = float(lrs[best])
-    start = int(len(values) * SKIP_START)
     if best - start < 3:
         return (min_lr / 10 if best > 0 else None), min_lr
     slope = np.gradient(values[start:best + 1], np.log10(np.asarray(lrs[start:best + 1])))
@@ -113,6 +113,8 @@ def lr_range_test(model: Any, x: Any, y: Any, *, batch_size: int = 32, min_lr: f
     """
     import keras
 
+    from kflow.data.dataset import take_rows
+
     if not 0 < min_lr < max_lr:
         raise ValueError(f"Need 0 < min_lr < max_lr. Got min_lr={min_lr}, max_lr={max_lr}.")
     if steps < 5:
@@ -126,10 +128,6 @@ def lr_range_test(model: Any, x: Any, y: Any, *, batch_size: int = 32, min_lr: f
                  if optimizer.built else None)
     lr0 = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
-    def take(a, idx):
-        return {k: np.asarray(v)[idx] for k, v in a.items()} if isinstance(a, dict) else (
-            np.asarray(a)[idx])
-
     result = LRFinderResult()
     average, best = 0.0, math.inf
     factor = (max_lr / min_lr) ** (1.0 / (steps - 1))
@@ -142,7 +140,7 @@ def lr_range_test(model: Any, x: Any, y: Any, *, batch_size: int = 32, min_lr: f
                 order, position = rng.permutation(n), 0
             idx = order[position:position + batch_size]
             position += batch_size
-            logs = model.train_on_batch(take(x, idx), take(y, idx), return_dict=True)
+            logs = model.train_on_batch(take_rows(x, idx), take_rows(y, idx), return_dict=True)
             loss = float(logs["loss"])
             average = SMOOTHING * average + (1 - SMOOTHING) * loss
             smooth = average / (1 - SMOOTHING ** (i + 1))

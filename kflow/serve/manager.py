@@ -127,6 +127,11 @@ class ModelManager:
         self._poller: asyncio.Task | None = None
         self.config_error: str | None = None
 
+    @property
+    def executor(self) -> Executor:
+        """The threads that run model calls."""
+        return self._executor
+
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:

@@ -216,7 +216,7 @@ class RestApi:
         if lease.batcher is not None:
             return await lease.batcher.submit(signature, feeds)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.manager._executor, lease.servable.run,
+        return await loop.run_in_executor(self.manager.executor, lease.servable.run,
                                           signature, feeds)
 
     async def _predict(self, body: bytes, name: str, version: int | None, label: str | None,

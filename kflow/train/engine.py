@@ -194,6 +194,7 @@ def train(
         BestModelCheckpoint,
         ExplainedEarlyStopping,
         ResumableBackup,
+        wait_for_writes,
     )
     from kflow.train.strategy import describe_strategy, resolve_strategy
 
@@ -307,6 +308,8 @@ def train(
         if save:
             rd.write_status("failed", error=f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        wait_for_writes()  # the callbacks' background backup writes (even after a crash)
     train_seconds = time.perf_counter() - start
 
     history = read_history(rd.history) if save else {

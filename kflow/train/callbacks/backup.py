@@ -8,6 +8,7 @@ import os
 import keras
 import numpy as np
 
+from kflow.train.callbacks import _writer
 from kflow.train.run_dir import atomic_save, atomic_write_text
 
 __all__ = ["ResumableBackup"]
@@ -21,11 +22,13 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     training after a crash or Ctrl-C restores them and continues from the
     next epoch. The folder is removed when training finishes.
 
-    The state is one uncompressed `latest.state.npz` (the values of
-    `model.weights` and `model.optimizer.variables`, in order; their paths
-    are stored for reference): about 10x cheaper per epoch than `save_weights` (which walks the
-    model to write HDF5), which matters when epochs take well under a second.
-    A `latest.weights.h5` backup written by earlier versions still restores.
+    Epochs of small models take well under a second, so the backup must be
+    cheap: the values of `model.weights` and `model.optimizer.variables` are
+    copied at the end of the epoch (a few ms) and written, as one
+    uncompressed `latest.state.npz` followed by the epoch counter, by a
+    background thread while the next epoch trains. (`save_weights` walks the
+    model to write HDF5 and costs ~10x more.) A `latest.weights.h5` backup
+    written by earlier versions still restores.
 
     Args:
         backup_dir: Folder for the backup.
@@ -41,6 +44,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         super().__init__(backup_dir, save_freq="epoch", double_checkpoint=False,
                          delete_checkpoint=True)
         self._state_path = os.path.join(backup_dir, "latest.state.npz")
+        self._key = os.path.abspath(self._state_path)
 
     def _state_variables(self) -> list:
         optimizer = self.model.optimizer
@@ -49,6 +53,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         return list(self.model.weights) + (list(optimizer.variables) if optimizer else [])
 
     def _load_model(self):
+        _writer.finish(self._key)  # e.g. of a run that crashed in this process
         super()._load_model()  # epoch counter (and an older `latest.weights.h5`)
         if not os.path.isfile(self._state_path):
             return
@@ -67,10 +72,16 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
 
     def _save_model(self):
         variables = self._state_variables()
-        state = {f"v{i}": np.asarray(v) for i, v in enumerate(variables)}
+        state = {f"v{i}": v.numpy() for i, v in enumerate(variables)}
         state["paths"] = np.array([v.path for v in variables])
-        atomic_save(self._state_path, lambda p: np.savez(p, **state))
-        atomic_write_text(
-            self._training_metadata_path,
-            json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}),
-        )
+        metadata = json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen})
+
+        def write():  # the state first: the epoch counter never runs ahead of it
+            atomic_save(self._state_path, lambda p: np.savez(p, **state))
+            atomic_write_text(self._training_metadata_path, metadata)
+
+        _writer.start(self._key, write)
+
+    def on_train_end(self, logs=None):
+        _writer.finish_all()  # also other callbacks' writes into `backup_dir`
+        super().on_train_end(logs)

@@ -68,7 +68,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             atomic_save(self.filepath, self.model.save)
         else:  # write the remembered best state, then put the current one back
             variables = self._variables()
-            current = [np.asarray(v) for v in variables]
+            current = [v.numpy() for v in variables]
             for v, value in zip(variables, self._pending, strict=True):
                 v.assign(value)
             try:
@@ -87,7 +87,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             self.best, self.best_epoch = float(value), epoch
             self._pending = None
             if not due:
-                self._pending = [np.asarray(v) for v in self._variables()]
+                self._pending = [v.numpy() for v in self._variables()]
                 return
         elif self._pending is None or not due:
             return

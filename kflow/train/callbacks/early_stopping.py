@@ -10,6 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kflow.train.callbacks import _writer
 from kflow.train.run_dir import atomic_save, atomic_write_text
 
 __all__ = ["ExplainedEarlyStopping"]
@@ -58,6 +59,8 @@ class ExplainedEarlyStopping(keras.callbacks.EarlyStopping):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self.message = ""
+        if self.state_dir is not None:
+            _writer.finish(os.path.abspath(self._state_file()))  # a crashed run's last write
         initial_epoch = getattr(self.model, "_initial_epoch", 0) or 0
         if self.state_dir is None or initial_epoch == 0 or not self._state_file().is_file():
             return
@@ -74,15 +77,18 @@ class ExplainedEarlyStopping(keras.callbacks.EarlyStopping):
         super().on_epoch_end(epoch, logs)
         if self.state_dir is None:
             return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        if self.restore_best_weights and self.best_weights is not best_before:
-            weights = self.best_weights
-            atomic_save(self._weights_file(), lambda p: np.savez(p, *weights))
+        # Written in the background while the next epoch trains (see `_writer`).
+        weights = self.best_weights if (self.restore_best_weights
+                                        and self.best_weights is not best_before) else None
         best = None if self.best is None or not np.isfinite(self.best) else float(self.best)
-        atomic_write_text(
-            self._state_file(),
-            json.dumps({"wait": self.wait, "best": best, "best_epoch": self.best_epoch}),
-        )
+        state = json.dumps({"wait": self.wait, "best": best, "best_epoch": self.best_epoch})
+
+        def write():
+            if weights is not None:
+                atomic_save(self._weights_file(), lambda p: np.savez(p, *weights))
+            atomic_write_text(self._state_file(), state)
+
+        _writer.start(os.path.abspath(self._state_file()), write)
 
     def on_train_end(self, logs=None):
         restored = self.stopped_epoch > 0 and self.restore_best_weights
@@ -98,6 +104,7 @@ class ExplainedEarlyStopping(keras.callbacks.EarlyStopping):
             if self.log:
                 self.log(self.message)
         if self.state_dir is not None:
+            _writer.finish(os.path.abspath(self._state_file()))
             for f in (self._state_file(), self._weights_file()):
                 if f.exists():
                     os.unlink(f)
