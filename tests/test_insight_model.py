@@ -147,6 +147,7 @@ _FRESH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_model_keras_reloads_in_a_fresh_process(tmp_path):
     from kflow.train.engine import train
 
@@ -180,6 +181,7 @@ _MIRRORED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.multidevice
 def test_mirrored_strategy_logs_the_norms_of_the_all_reduced_gradients(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _MIRRORED, str(tmp_path)], cwd=REPO,

@@ -174,6 +174,10 @@ def plot_learning_rate(history: dict[str, list[float]]) -> bytes | None:
     ax.plot(np.arange(1, len(lr) + 1), lr, "-o", ms=3, color="C2")
     _epoch_axis(ax)
     ax.set_title("learning rate")
+    finite = [v for v in lr if math.isfinite(v)]
+    if finite and max(finite) == min(finite):  # constant: show it as a flat line
+        ax.set_ylim(0, 2 * max(finite) or 1)
+        ax.set_title(f"learning rate (constant {finite[0]:.3g})")
     _log_if_wide(ax, lr)
     ax.grid(alpha=0.3)
     _margins(fig, left=0.8, bottom=0.55, top=0.35)
@@ -188,7 +192,9 @@ def plot_dead_units(history: dict[str, list[float]]) -> bytes | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 3))
     for i, (name, values) in enumerate(columns.items()):
-        ax.plot(np.arange(1, len(values) + 1), values, "-o", ms=3,
+        epochs = np.arange(1, len(values) + 1)
+        probed = np.isfinite(np.asarray(values, dtype=float))  # short epochs skip probes
+        ax.plot(epochs[probed], np.asarray(values, dtype=float)[probed], "-o", ms=3,
                 label=name if i < MAX_LEGEND else None)
     ax.set_ylim(-0.02, 1.02)
     _epoch_axis(ax)
