@@ -49,7 +49,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("keras", "kflow", "torch")
 LABELS = {"keras": "plain Keras (fit on NumPy, spe=1)", "kflow": "kflow.train (defaults)",
           "torch": "PyTorch loop (DataLoader)"}
 BATCH_SIZE = 32
@@ -104,15 +103,17 @@ def _keras_gate(proto: _Protocol):
 
         def on_epoch_begin(self, epoch, logs=None):
             if self.release is not None:
-                proto.send(event="epoch", seconds=time.perf_counter() - self.release)
+                proto.send(event="epoch", seconds=time.perf_counter() - self.release,
+                           cpu_seconds=time.process_time() - self.cpu)
             proto.wait_for_go()
-            self.release = time.perf_counter()
+            self.release, self.cpu = time.perf_counter(), time.process_time()
 
         def on_epoch_end(self, epoch, logs=None):
-            self.end = time.perf_counter()
+            self.end, self.cpu_end = time.perf_counter(), time.process_time()
 
         def on_train_end(self, logs=None):
-            proto.send(event="epoch", seconds=self.end - self.release)
+            proto.send(event="epoch", seconds=self.end - self.release,
+                       cpu_seconds=self.cpu_end - self.cpu)
 
     return Gate()
 
@@ -137,7 +138,8 @@ def run_keras(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
     return {"num_train": len(tr), "test_accuracy": float(test["accuracy"])}
 
 
-def run_kflow(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
+def run_kflow(proto: _Protocol, name: str, epochs: int, seed: int,
+              set_args: tuple[str, ...] = ()) -> dict:
     """kflow: `kflow.train` exactly as a user calls it (run directory, callbacks)."""
     from kflow.recipe.overrides import resolve_recipe
     from kflow.train.engine import train
@@ -148,7 +150,8 @@ def run_kflow(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
     patience = max(int(recipe.hparams["patience"]), epochs)
     with tempfile.TemporaryDirectory(prefix="kflow-bench-") as tmp:
         run = train(name, epochs=epochs, seed=seed, run_dir=Path(tmp) / "run", verbose=0,
-                    set_args=[f"patience={patience}"], callbacks=[_keras_gate(proto)])
+                    set_args=[f"patience={patience}", *set_args],
+                    callbacks=[_keras_gate(proto)])
         num_train = json.loads((run.run_dir / "run.json").read_text())["num_train"]
     return {"num_train": num_train, "test_accuracy": float(run.metrics["test"]["accuracy"])}
 
@@ -270,7 +273,7 @@ def run_torch(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
 
     for _ in range(epochs):
         proto.wait_for_go()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         model.train()
         for xb, yb in train_loader:
             opt.zero_grad()
@@ -278,7 +281,8 @@ def run_torch(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
             loss.backward()
             opt.step()
         evaluate(val_loader)
-        proto.send(event="epoch", seconds=time.perf_counter() - start)
+        proto.send(event="epoch", seconds=time.perf_counter() - start,
+                   cpu_seconds=time.process_time() - cpu)
     return {"num_train": len(tr), "test_accuracy": evaluate(test_loader)[1]}
 
 
@@ -288,7 +292,9 @@ WORKERS = {"keras": run_keras, "kflow": run_kflow, "torch": run_torch}
 def worker_main(variant: str, recipe: str, epochs: int, seed: int) -> int:
     proto = _Protocol()
     try:
-        result = WORKERS[variant](proto, recipe, epochs, seed)
+        base, _, sets = variant.partition(":")  # "kflow:KEY=VALUE,KEY=VALUE"
+        extra = {"set_args": tuple(sets.split(","))} if sets else {}
+        result = WORKERS[base](proto, recipe, epochs, seed, **extra)
     except NotImplementedError as e:
         proto.send(event="skip", reason=str(e))
         return 0
@@ -312,6 +318,7 @@ class _Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
             env=env, cwd=REPO, bufsize=1)
         self.epoch_seconds: list[float] = []
+        self.epoch_cpu_seconds: list[float] = []
         self.result: dict | None = None
         self.skipped: str | None = None
         self.finished = False
@@ -327,6 +334,7 @@ class _Worker:
     def _handle(self, message: dict) -> None:
         if message["event"] == "epoch":
             self.epoch_seconds.append(message["seconds"])
+            self.epoch_cpu_seconds.append(message["cpu_seconds"])
             return
         if message["event"] == "skip":
             self.skipped = message["reason"]
@@ -374,9 +382,17 @@ def run_repeat(recipe: str, variants: list[str], epochs: int, seed: int, rep: in
     return workers
 
 
-def _samples_per_second(worker: _Worker) -> float:
-    timed = worker.epoch_seconds[1:]  # the first epoch traces and compiles
-    return worker.result["num_train"] * len(timed) / sum(timed)
+def _throughput(worker: _Worker) -> dict:
+    """Steady-state figures of one run (the first epoch traces and compiles)."""
+    seconds, cpu = worker.epoch_seconds[1:], worker.epoch_cpu_seconds[1:]
+    n = worker.result["num_train"]
+    return {
+        # The typical epoch: immune to the multi-second stalls other jobs cause.
+        "median": n / statistics.median(seconds),
+        # Every epoch (stalls included).
+        "mean": n * len(seconds) / sum(seconds),
+        "cpu_ms": 1000 * statistics.median(cpu),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -393,7 +409,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="Seed. Default: %(default)s.")
     parser.add_argument("--no-torch", action="store_true", help="Skip the PyTorch loop.")
     parser.add_argument("--json", metavar="PATH", help="Also write all raw results here.")
-    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--kflow-set", action="append", default=[], metavar="KEY=VALUE[,...]",
+                        help="Also time kflow.train with these --set overrides (repeatable), "
+                        "e.g. grad_log_every=0 to see what a default feature costs.")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be >= 2 (the first epoch is not timed)")
@@ -403,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     import importlib.util
 
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
-    variants = ["keras", "kflow"]
+    variants = ["keras", "kflow", *(f"kflow:{sets}" for sets in args.kflow_set)]
     if not args.no_torch:
         if importlib.util.find_spec("torch") is not None:
             variants.append("torch")
@@ -432,39 +451,49 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {recipe:12s} {worker.variant:6s} skipped: {worker.skipped}")
                     continue
                 runs.setdefault(key, []).append(worker)
+                t = _throughput(worker)
                 print(f"  {recipe:12s} {worker.variant:6s} repeat {rep + 1}: "
-                      f"{_samples_per_second(worker):8.0f} samples/s, first epoch "
-                      f"{worker.epoch_seconds[0]:.2f} s, test acc "
+                      f"{t['median']:8.0f} samples/s (median epoch), {t['mean']:8.0f} "
+                      f"(all epochs), first epoch {worker.epoch_seconds[0]:.2f} s, test acc "
                       f"{worker.result['test_accuracy']:.4f}", flush=True)
 
     rows = []
     for recipe in recipes:
-        base = None
+        base = base_mean = None
         for variant in variants:
             workers = runs.get((recipe, variant))
             if not workers:
                 continue
-            sps = [_samples_per_second(w) for w in workers]
+            figures = [_throughput(w) for w in workers]
             row = {
                 "recipe": recipe, "variant": variant,
-                "samples_per_second": statistics.median(sps),
-                "samples_per_second_all": sps,
+                "samples_per_second": statistics.median(f["median"] for f in figures),
+                "samples_per_second_repeats": [f["median"] for f in figures],
+                "samples_per_second_all_epochs": statistics.median(f["mean"] for f in figures),
+                "cpu_ms_per_epoch": statistics.median(f["cpu_ms"] for f in figures),
                 "first_epoch_seconds": statistics.median(w.epoch_seconds[0] for w in workers),
                 "test_accuracy": statistics.median(w.result["test_accuracy"] for w in workers),
                 "epoch_seconds": [w.epoch_seconds for w in workers],
+                "epoch_cpu_seconds": [w.epoch_cpu_seconds for w in workers],
             }
-            base = row["samples_per_second"] if variant == "keras" else base
-            row["vs_plain_keras"] = row["samples_per_second"] / base if base else float("nan")
+            if variant == "keras":
+                base, base_mean = row["samples_per_second"], row["samples_per_second_all_epochs"]
+            row["vs_plain_keras"] = row["samples_per_second"] / base if base else math.nan
+            row["vs_plain_keras_all_epochs"] = (row["samples_per_second_all_epochs"] / base_mean
+                                                if base_mean else math.nan)
             rows.append(row)
 
     print()
-    print("| recipe | variant | samples/s (median; all repeats) | vs plain Keras | "
-          "1st epoch | test acc |")
-    print("|---|---|---|---|---|---|")
+    print("| recipe | variant | samples/s, median epoch (per repeat) | vs plain Keras | "
+          "samples/s, all epochs (vs plain) | CPU ms/epoch | 1st epoch | test acc |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        spread = ", ".join(f"{s:.0f}" for s in row["samples_per_second_all"])
-        print(f"| {row['recipe']} | {LABELS[row['variant']]} | "
-              f"**{row['samples_per_second']:.0f}** ({spread}) | {row['vs_plain_keras']:.2f}x | "
+        spread = ", ".join(f"{s:.0f}" for s in row["samples_per_second_repeats"])
+        label = LABELS.get(row["variant"]) or f"kflow.train --set {row['variant'][6:]}"
+        print(f"| {row['recipe']} | {label} | "
+              f"**{row['samples_per_second']:.0f}** ({spread}) | "
+              f"**{row['vs_plain_keras']:.2f}x** | {row['samples_per_second_all_epochs']:.0f} "
+              f"({row['vs_plain_keras_all_epochs']:.2f}x) | {row['cpu_ms_per_epoch']:.0f} | "
               f"{row['first_epoch_seconds']:.1f} s | {row['test_accuracy']:.4f} |")
     print()
     for recipe in recipes:

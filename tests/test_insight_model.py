@@ -149,10 +149,10 @@ _FRESH = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_model_keras_reloads_in_a_fresh_process(tmp_path):
-    from kflow.train.engine import train
+    import kflow
 
-    run = train("digits-mlp", epochs=1, run_dir=tmp_path / "r", verbose=0,
-                set_args=["grad_log_every=4"])
+    run = kflow.train("digits-mlp", epochs=1, run_dir=tmp_path / "r", verbose=0,
+                      set_args=["grad_log_every=4"])
     assert isinstance(run.model, InsightModel)
     out = subprocess.run([sys.executable, "-c", _FRESH, str(run.run_dir)], cwd=REPO,
                          capture_output=True, text=True, timeout=300)

@@ -104,10 +104,10 @@ def test_confusion_matrix_counts_true_by_predicted():
 
 
 def test_a_run_leaves_report_findings_and_confusion_matrix(tmp_path):
-    from kflow.train.engine import train
+    import kflow
 
-    run = train("digits-mlp", epochs=2, run_dir=tmp_path / "r", verbose=0,
-                set_args=["grad_log_every=5"])
+    run = kflow.train("digits-mlp", epochs=2, run_dir=tmp_path / "r", verbose=0,
+                      set_args=["grad_log_every=5"])
     d = run.run_dir
     for name in ("report.html", "findings.json", "confusion_matrix.json", "grad_norms.csv"):
         assert (d / name).is_file(), name
@@ -123,11 +123,11 @@ def test_a_run_leaves_report_findings_and_confusion_matrix(tmp_path):
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_good_weights(tmp_path):
-    from kflow.train.engine import train
+    import kflow
 
-    run = train("digits-mlp", epochs=4, run_dir=tmp_path / "r", verbose=0,
-                set_args=["optimizer=sgd", "learning_rate=1e6", "batch_norm=none",
-                          "dropout=0.0", "grad_log_every=1"])
+    run = kflow.train("digits-mlp", epochs=4, run_dir=tmp_path / "r", verbose=0,
+                      set_args=["optimizer=sgd", "learning_rate=1e6", "batch_norm=none",
+                                "dropout=0.0", "grad_log_every=1"])
     m = run.metrics
     assert m["nan_stop"]["epoch"] == 1 and m["nan_stop"]["restored_epoch"] == 0
     assert m["stop_reason"].startswith("Epoch 1, step ")

@@ -2,7 +2,9 @@
 
 The experiments are the YAML files of `recipes/lecture/` (and `--set`
 variations of them). Runs that the doctor must judge are saved to a run
-directory; the others train with `save=False`.
+directory; the others train with `save=False`. (No `kflow.train.*` import at
+module level: it would bind the subpackage over the function `kflow.train`
+for every test module collected with this one.)
 """
 
 import math
@@ -11,9 +13,9 @@ import numpy as np
 import pytest
 
 import kflow
+from kflow.data import train_val_test_split
 from kflow.insight.doctor import read_findings
 from kflow.insight.run_files import read_grad_norms
-from kflow.train.engine import prepare, train
 from tests.conftest import REPO
 
 LECTURE = REPO / "recipes" / "lecture"
@@ -21,7 +23,7 @@ LECTURE = REPO / "recipes" / "lecture"
 
 def _train(config: str, tmp_path_factory=None, *set_args: str, save: bool = True):
     run_dir = tmp_path_factory.mktemp("lecture") / config if save else None
-    return train(str(LECTURE / f"{config}.yaml"), run_dir=run_dir, verbose=0,
+    return kflow.train(str(LECTURE / f"{config}.yaml"), run_dir=run_dir, verbose=0,
                        set_args=list(set_args), save=save)
 
 
@@ -114,7 +116,7 @@ def test_full_batch_vs_sgd_vs_mini_batch():
     runs = {bs: _train("gradient_descent", None, f"batch_size={bs}", save=False)
             for bs in ("full", "1", "32")}
     recipe, _ = kflow.resolve_recipe(str(LECTURE / "gradient_descent.yaml"))
-    n = len(prepare(recipe, seed=0)[1].train)
+    n = len(train_val_test_split(recipe.load_data(), 0.15, 0.15, seed=0).train)
     updates = {bs: int(r.model.optimizer.iterations.numpy()) // 3 for bs, r in runs.items()}
     assert updates == {"full": 1, "1": n, "32": math.ceil(n / 32)}
     loss = {bs: r.history["loss"][-1] for bs, r in runs.items()}

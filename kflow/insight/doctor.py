@@ -627,8 +627,8 @@ def diagnose(run: RunFiles) -> list[Finding]:
         findings.insert(0, Finding(
             id="healthy", severity="info", title="Healthy run",
             evidence="No problem found: " + "; ".join(parts) + ".",
-            why="Gradients reach the first layers without vanishing or exploding, the loss "
-                "goes down, and training and validation agree.",
+            why="Gradients reach the first layers without vanishing or exploding and the "
+                "loss goes down: nothing here needs changing (see any notes below).",
             advice=[], epoch=None,
         ))
     order = {s: i for i, s in enumerate(SEVERITIES)}

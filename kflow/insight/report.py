@@ -119,7 +119,7 @@ def render_report(run: RunFiles, findings: list[Finding]) -> str:
         "<p class='note'>Left: L2 norm of each layer's gradient at the logged steps (dashed: "
         "the whole model). Middle: how much each step changed the layer's weights relative "
         "to their norm (~1e-3 is typical; much smaller means the layer hardly learns). "
-        "Right: the same norms as a heatmap; a dark top rows vs bright bottom means "
+        "Right: the same norms as a heatmap; dark top rows over a bright bottom mean "
         "vanishing gradients.</p>",
         "<h2>Learning rate and dead units</h2><div class='row'>",
         embed_png(plots.plot_learning_rate(h), "learning rate")
