@@ -2,9 +2,7 @@
 
 The experiments are the YAML files of `recipes/lecture/` (and `--set`
 variations of them). Runs that the doctor must judge are saved to a run
-directory; the others train with `save=False`. (No `kflow.train.*` import at
-module level: it would bind the subpackage over the function `kflow.train`
-for every test module collected with this one.)
+directory; the others train with `save=False`.
 """
 
 import math
@@ -48,6 +46,8 @@ def _finding_ids(run) -> set[str]:
     return {f.id for f in read_findings(run.run_dir)}
 
 
+# The five deep runs take 20-40 s together on 2 CPU cores: marked slow (CI runs them too).
+@pytest.mark.slow
 def test_deep_sigmoid_with_small_weights_has_vanishing_gradients(deep_runs):
     run = deep_runs["deep_sigmoid"]
     ratio = _first_last_ratio(run.run_dir)
@@ -58,6 +58,7 @@ def test_deep_sigmoid_with_small_weights_has_vanishing_gradients(deep_runs):
     assert any("He initialization" in tip for tip in vanishing.advice)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["deep_relu_bn", "deep_relu_skip"])
 def test_relu_he_init_and_batchnorm_or_skips_keep_gradients_alive(deep_runs, config):
     ratio = _first_last_ratio(deep_runs[config].run_dir)
@@ -66,6 +67,7 @@ def test_relu_he_init_and_batchnorm_or_skips_keep_gradients_alive(deep_runs, con
     assert deep_runs[config].history["loss"][-1] < 1.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "config, expected, absent",
     [
@@ -83,6 +85,7 @@ def test_the_doctor_flags_bad_configurations_and_only_those(deep_runs, config, e
     assert not (absent & ids), ids
 
 
+@pytest.mark.slow
 def test_very_large_initial_weights_explode(deep_runs):
     g = read_grad_norms(deep_runs["large_init"].run_dir)
     healthy = read_grad_norms(deep_runs["deep_relu_bn"].run_dir)
@@ -91,6 +94,7 @@ def test_very_large_initial_weights_explode(deep_runs):
     assert deep_runs["large_init"].history["loss"][0] > 1e6
 
 
+@pytest.mark.slow
 def test_very_large_learning_rate_diverges(deep_runs):
     loss = deep_runs["large_lr"].history["loss"]
     assert loss[0] > 100 * math.log(10), "the first epoch's loss blows up"

@@ -46,14 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from kflow.insight.run_files import (
-    FINDINGS,
-    TOTAL,
-    GradRows,
-    RunFiles,
-    keep_train_callable,
-    read_run_files,
-)
+from kflow.insight.run_files import FINDINGS, TOTAL, GradRows, RunFiles, read_run_files
 
 __all__ = [
     "Finding", "diagnose", "diagnose_run", "write_findings", "read_findings",
@@ -653,7 +646,6 @@ def write_findings(run_dir: str | Path, findings: list[Finding]) -> Path:
     """Writes `findings.json` (atomically) and returns its path."""
     from kflow.train.run_dir import atomic_write_text
 
-    keep_train_callable()
     path = Path(run_dir) / FINDINGS
     atomic_write_text(path, json.dumps([f.to_dict() for f in findings], indent=2,
                                        default=float) + "\n")

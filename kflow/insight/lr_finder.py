@@ -200,12 +200,10 @@ def lr_find(
     print(result.summary())
     ```
     """
-    from kflow.insight.run_files import keep_train_callable
     from kflow.optim.optimizers import build_optimizer
     from kflow.recipe.overrides import resolve_recipe
     from kflow.train.engine import prepare, set_seed
 
-    keep_train_callable()
     recipe_obj, engine_opts = resolve_recipe(recipe, overrides, set_args)
     seed = int(seed if seed is not None else engine_opts.get("seed", 0))
     set_seed(seed)

@@ -22,7 +22,7 @@ from typing import Any
 
 __all__ = [
     "GRAD_NORMS", "FINDINGS", "CONFUSION", "REPORT", "GRAD_NORMS_COLUMNS", "TOTAL",
-    "GradRows", "read_grad_norms", "RunFiles", "read_run_files", "keep_train_callable",
+    "GradRows", "read_grad_norms", "RunFiles", "read_run_files",
 ]
 
 GRAD_NORMS = "grad_norms.csv"
@@ -128,19 +128,6 @@ class RunFiles:
         return f"{self.config.get('recipe', '?')} ({self.path.name})"
 
 
-def keep_train_callable() -> None:
-    """Keeps `kflow.train` the training function after importing `kflow.train.*`.
-
-    Importing a submodule of the `kflow.train` package binds the package to
-    the attribute `kflow.train`, over the lazily exported function of the
-    same name, when that function had not been looked up yet. kflow's
-    lazy `__getattr__` binds the function again.
-    """
-    import kflow
-
-    kflow.__getattr__("train")
-
-
 def _json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
@@ -159,7 +146,6 @@ def read_run_files(path: str | Path) -> RunFiles:
     from kflow.errors import RunError
     from kflow.train.run import read_history
 
-    keep_train_callable()
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"Run directory '{path}' does not exist.")
