@@ -47,9 +47,11 @@ def register_custom_objects() -> dict[str, Any]:
     from kflow.blocks.keras_objects import UniformFanIn
     from kflow.data.impute import Impute
     from kflow.data.training_augmentation import TrainingAugmentation
+    from kflow.insight.insight_model import InsightModel
 
     return {"kflow>UniformFanIn": UniformFanIn, "kflow>Impute": Impute,
-            "kflow>TrainingAugmentation": TrainingAugmentation}
+            "kflow>TrainingAugmentation": TrainingAugmentation,
+            "kflow>InsightModel": InsightModel}
 
 
 @INITIALIZERS.register("uniform_fan_in", doc="U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (lecture's rule).")
