@@ -14,18 +14,19 @@ in one run:
   training loop over a `DataLoader(TensorDataset(...), shuffle=True)`, Adam
   lr 1e-3, batch 32, validated every epoch.
 
-How it is timed. Each variant trains in its own Python process (TensorFlow's
-op determinism, which kflow turns on, is process-wide; plain Keras must not
-get it). The processes of one repeat start together and then train in
-lockstep: one epoch of the first, one epoch of the second, ... (rotating
-order), so that only one trains at any moment and slow phases of the machine
-(other jobs) hit every variant alike. An epoch is timed from its start to the
-start of the next one: training, validation, callbacks (checkpoints, logs)
-and the framework's own per-epoch work. Throughput is training samples per
-second over the epochs after the first (tracing/compilation, reported apart),
-median over the repeats. Test accuracy after the same number of epochs shows
-the speed is not bought with accuracy (kflow restores the weights of its best
-validation epoch at the end, as it always does).
+How it is timed. Each variant trains in its own fresh Python process
+(TensorFlow's op determinism, which kflow turns on, is process-wide; plain
+Keras must not get it), one variant after the other, in a rotating order
+from one repeat to the next. An epoch is timed from its start to the start
+of the next one: training, validation, callbacks (checkpoints, logs) and the
+framework's own per-epoch work. The first epoch (tracing, compilation) is
+reported apart. Throughput is training samples per second of the median
+epoch of a run (other jobs on a shared machine stall a process for seconds
+now and then; the median ignores those stalls, the "all epochs" column does
+not), median over the repeats. CPU ms/epoch (all threads of the process) is
+the least sensitive to other jobs. Test accuracy after the same number of
+epochs shows that the speed is not bought with accuracy (kflow restores the
+weights of its best validation epoch at the end, as it always does).
 
 Usage:
 
@@ -59,10 +60,10 @@ BATCH_SIZE = 32
 
 
 class _Protocol:
-    """Lines to and from the driver: `go` before each epoch; JSON reports back.
+    """JSON lines to the driver: one per epoch, then one for the result.
 
-    The reports use a private copy of the original stdout; file descriptor 1
-    is pointed at stderr so that stray prints cannot garble them.
+    They go to a private copy of the original stdout; file descriptor 1 is
+    pointed at stderr so that stray prints cannot garble them.
     """
 
     def __init__(self):
@@ -71,10 +72,6 @@ class _Protocol:
 
     def send(self, **message) -> None:
         self.out.write(json.dumps(message) + "\n")
-
-    def wait_for_go(self) -> None:
-        if sys.stdin.readline().strip() != "go":
-            sys.exit(0)
 
 
 def _recipe_and_splits(name: str, seed: int):
@@ -87,16 +84,16 @@ def _recipe_and_splits(name: str, seed: int):
     return recipe, splits
 
 
-def _keras_gate(proto: _Protocol):
-    """A callback that waits for `go` before each epoch and reports its wall time.
+def _keras_timer(proto: _Protocol):
+    """A callback that reports the wall and CPU time of each epoch.
 
     Add it last: its `on_epoch_end` runs after every other callback's, and its
-    `on_epoch_begin` after theirs, so an epoch's time runs from its release to
-    the arrival at the next epoch's gate (the last epoch: to its own end).
+    `on_epoch_begin` after theirs, so an epoch's time runs from the start of
+    one epoch to the start of the next (the last epoch: to its own end).
     """
     import keras
 
-    class Gate(keras.callbacks.Callback):
+    class EpochTimer(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
             self.release = self.end = None
@@ -105,7 +102,6 @@ def _keras_gate(proto: _Protocol):
             if self.release is not None:
                 proto.send(event="epoch", seconds=time.perf_counter() - self.release,
                            cpu_seconds=time.process_time() - self.cpu)
-            proto.wait_for_go()
             self.release, self.cpu = time.perf_counter(), time.process_time()
 
         def on_epoch_end(self, epoch, logs=None):
@@ -115,7 +111,7 @@ def _keras_gate(proto: _Protocol):
             proto.send(event="epoch", seconds=self.end - self.release,
                        cpu_seconds=self.cpu_end - self.cpu)
 
-    return Gate()
+    return EpochTimer()
 
 
 def run_keras(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
@@ -133,7 +129,7 @@ def run_keras(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
         loss=recipe.loss(tr.task), metrics=recipe.metrics(tr.task), steps_per_execution=1,
     )
     model.fit(tr.x, tr.y, batch_size=BATCH_SIZE, epochs=epochs, validation_data=(va.x, va.y),
-              callbacks=[_keras_gate(proto)], verbose=0)
+              callbacks=[_keras_timer(proto)], verbose=0)
     test = model.evaluate(te.x, te.y, verbose=0, return_dict=True)
     return {"num_train": len(tr), "test_accuracy": float(test["accuracy"])}
 
@@ -151,7 +147,7 @@ def run_kflow(proto: _Protocol, name: str, epochs: int, seed: int,
     with tempfile.TemporaryDirectory(prefix="kflow-bench-") as tmp:
         run = train(name, epochs=epochs, seed=seed, run_dir=Path(tmp) / "run", verbose=0,
                     set_args=[f"patience={patience}", *set_args],
-                    callbacks=[_keras_gate(proto)])
+                    callbacks=[_keras_timer(proto)])
         num_train = json.loads((run.run_dir / "run.json").read_text())["num_train"]
     return {"num_train": num_train, "test_accuracy": float(run.metrics["test"]["accuracy"])}
 
@@ -272,7 +268,6 @@ def run_torch(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
         return loss / total, correct / total
 
     for _ in range(epochs):
-        proto.wait_for_go()
         start, cpu = time.perf_counter(), time.process_time()
         model.train()
         for xb, yb in train_loader:
@@ -315,7 +310,7 @@ class _Worker:
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker", variant, "--recipes", recipe,
              "--epochs", str(epochs), "--seed", str(seed)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, text=True,
             env=env, cwd=REPO, bufsize=1)
         self.epoch_seconds: list[float] = []
         self.epoch_cpu_seconds: list[float] = []
@@ -342,44 +337,27 @@ class _Worker:
             self.result = message
         self.finished = True
 
-    def epoch(self) -> None:
-        """Lets the worker train one epoch; waits for its report."""
-        try:
-            self.proc.stdin.write("go\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:  # it has already sent "skip" and exited
-            pass
-        self._handle(self._receive())
-
     def finish(self) -> None:
-        """Waits for the end of the run (final evaluation, files) and the exit."""
-        if not self.finished:
+        """Collects the epoch reports and the result; waits for the exit."""
+        while not self.finished:
             self._handle(self._receive())
-        self.finished = True
-        try:
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass
         self.proc.wait()
         self.log.close()
 
 
 def run_repeat(recipe: str, variants: list[str], epochs: int, seed: int, rep: int):
-    workers = [_Worker(v, recipe, epochs, seed) for v in variants]
-    try:
-        for epoch in range(epochs):
-            shift = (rep + epoch) % len(workers)
-            for worker in workers[shift:] + workers[:shift]:
-                if not worker.finished:
-                    worker.epoch()
-                    if epoch == epochs - 1 or worker.finished:
-                        worker.finish()  # nothing else runs during its end-of-run work
-                    time.sleep(0.05)  # let the worker's threads go idle
-    finally:
-        for worker in workers:
-            if worker.proc.poll() is None and not worker.finished:
+    """Trains each variant in turn (rotating order), in a fresh process, back to back."""
+    shift = rep % len(variants)
+    workers = []
+    for variant in variants[shift:] + variants[:shift]:
+        worker = _Worker(variant, recipe, epochs, seed)
+        try:
+            worker.finish()
+        finally:
+            if worker.proc.poll() is None:
                 worker.proc.kill()
-    return workers
+        workers.append(worker)
+    return sorted(workers, key=lambda w: variants.index(w.variant))
 
 
 def _throughput(worker: _Worker) -> dict:

@@ -144,10 +144,6 @@ def test_exported_saved_model_takes_raw_rows(tmp_path):
     _serve_raw_rows(recipe.build_model(splits.train), tmp_path / "saved_model")
 
 
-@pytest.mark.xfail(reason="kflow/insight/insight_model.py as_insight_model() rebuilds the "
-                   "model with `model.inputs` (a list), dropping the named-input dict, so the "
-                   "trained model's SavedModel signature wants a list; `model.input` keeps it",
-                   strict=False)
 def test_exported_trained_model_takes_raw_rows(example_run, tmp_path):
     _serve_raw_rows(example_run.model, tmp_path / "saved_model")
 
