@@ -14,27 +14,31 @@ in one run:
   training loop over a `DataLoader(TensorDataset(...), shuffle=True)`, Adam
   lr 1e-3, batch 32, validated every epoch.
 
-How it is timed. Each variant trains in its own fresh Python process
-(TensorFlow's op determinism, which kflow turns on, is process-wide; plain
-Keras must not get it), one variant after the other, in a rotating order
-from one repeat to the next. An epoch is timed from its start to the start
-of the next one: training, validation, callbacks (checkpoints, logs) and the
-framework's own per-epoch work. The first epoch (tracing, compilation) is
-reported apart. Throughput is training samples per second of the median
-epoch of a run (other jobs on a shared machine stall a process for seconds
-now and then; the median ignores those stalls, the "all epochs" column does
-not); the table gives the best of the repeats (other jobs only ever slow a
-run down, as `timeit` reasons) and, apart, their median. CPU ms/epoch (all
-threads of the process, median) is the least sensitive to other jobs. Test
-accuracy after the same number of epochs shows that the speed is not bought
-with accuracy (kflow restores the weights of its best validation epoch at
-the end, as it always does).
+How it is timed. Each variant trains in its own Python process (TensorFlow's
+op determinism, which kflow turns on, is process-wide; plain Keras must not
+get it). The processes run in lockstep: before each epoch a worker waits for
+the driver, which lets one worker at a time train one epoch, in a rotating
+order. So the variants' n-th epochs run seconds apart, and a slowdown of the
+shared machine (other jobs stall a process now and then: an 0.2 s epoch
+becomes 2 s, CPU time included) hits neighbouring epochs of every variant
+alike. Each epoch of a variant is compared with the plain-Keras epoch of the
+same round: the headline ratio is the median of these paired ratios (with
+their interquartile range), the samples/s the median epoch. An epoch is
+timed from its start to the start of the next one: training, validation,
+callbacks (checkpoints, logs) and the framework's own per-epoch work,
+including kflow's background file writes, which the clock waits for
+(charged in full, although in real use they overlap the next epoch). The
+first epoch (tracing, compilation) is reported apart. Test accuracy after
+the same number of epochs shows that the speed is not bought with accuracy
+(kflow restores the weights of its best validation epoch at the end, as it
+always does).
 
 Usage:
 
     python benchmarks/bench_training_speed.py
     python benchmarks/bench_training_speed.py --epochs 10 --repeats 3 \\
         --recipes digits-mlp,digits-cnn --no-torch
+    python benchmarks/bench_training_speed.py --tuned-keras --kflow-set grad_log_every=0
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = {"keras": "plain Keras (fit on NumPy, spe=1)", "kflow": "kflow.train (defaults)",
-          "torch": "PyTorch loop (DataLoader)"}
+          "torch": "PyTorch loop (DataLoader)",
+          "tuned": "hand-tuned Keras (tf.data, spe=32, no callbacks)"}
 BATCH_SIZE = 32
 
 
@@ -75,6 +80,12 @@ class _Protocol:
     def send(self, **message) -> None:
         self.out.write(json.dumps(message) + "\n")
 
+    def gate(self) -> None:
+        """Waits until the driver lets this worker train its next epoch."""
+        self.send(event="ready")
+        if not sys.stdin.readline():
+            raise SystemExit("the benchmark driver went away")
+
 
 def _recipe_and_splits(name: str, seed: int):
     from kflow.recipe.overrides import resolve_recipe
@@ -87,33 +98,65 @@ def _recipe_and_splits(name: str, seed: int):
 
 
 def _keras_timer(proto: _Protocol):
-    """A callback that reports the wall and CPU time of each epoch.
+    """A callback that waits for the driver and reports the wall and CPU time of each epoch.
 
     Add it last: its `on_epoch_end` runs after every other callback's, and its
     `on_epoch_begin` after theirs, so an epoch's time runs from the start of
     one epoch to the start of the next (the last epoch: to its own end).
+    Background writes of kflow's callbacks are waited for and charged to the
+    epoch that started them.
     """
     import keras
+
+    def settle():
+        try:
+            from kflow.train.callbacks import wait_for_writes
+        except ImportError:
+            return
+        wait_for_writes()
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.release = self.end = None
+            self.release = None
+
+        def _report(self):
+            settle()
+            proto.send(event="epoch", seconds=time.perf_counter() - self.release,
+                       cpu_seconds=time.process_time() - self.cpu)
 
         def on_epoch_begin(self, epoch, logs=None):
             if self.release is not None:
-                proto.send(event="epoch", seconds=time.perf_counter() - self.release,
-                           cpu_seconds=time.process_time() - self.cpu)
+                self._report()
+            proto.gate()
             self.release, self.cpu = time.perf_counter(), time.process_time()
 
-        def on_epoch_end(self, epoch, logs=None):
-            self.end, self.cpu_end = time.perf_counter(), time.process_time()
-
         def on_train_end(self, logs=None):
-            proto.send(event="epoch", seconds=self.end - self.release,
-                       cpu_seconds=self.cpu_end - self.cpu)
+            self._report()
+            proto.gate()  # what follows (test evaluation, files) runs when nothing is timed
 
     return EpochTimer()
+
+
+def _plain_keras_model(recipe, train):
+    """The recipe's model built from Keras' own layers only.
+
+    kflow's blocks use `FusedBatchNormalization` (Keras' layer with
+    TensorFlow's fused training kernel); the plain-Keras baselines get
+    `keras.layers.BatchNormalization` with the same config instead.
+    """
+    import keras
+
+    def clone(layer):
+        config = layer.get_config()
+        if type(layer).__name__ == "FusedBatchNormalization":
+            return keras.layers.BatchNormalization.from_config(config)
+        return layer.__class__.from_config(config)
+
+    model = recipe.build_model(train)
+    plain = keras.models.clone_model(model, clone_function=clone)
+    plain.set_weights(model.get_weights())  # adapted preprocessing state, same initial weights
+    return plain
 
 
 def run_keras(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
@@ -125,7 +168,7 @@ def run_keras(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
     keras.utils.set_random_seed(seed)
     recipe, splits = _recipe_and_splits(name, seed)
     tr, va, te = splits.train, splits.val, splits.test
-    model = recipe.build_model(tr)
+    model = _plain_keras_model(recipe, tr)
     model.compile(
         optimizer=build_optimizer_for(recipe, math.ceil(len(tr) / BATCH_SIZE)),
         loss=recipe.loss(tr.task), metrics=recipe.metrics(tr.task), steps_per_execution=1,
@@ -133,6 +176,34 @@ def run_keras(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
     model.fit(tr.x, tr.y, batch_size=BATCH_SIZE, epochs=epochs, validation_data=(va.x, va.y),
               callbacks=[_keras_timer(proto)], verbose=0)
     test = model.evaluate(te.x, te.y, verbose=0, return_dict=True)
+    return {"num_train": len(tr), "test_accuracy": float(test["accuracy"])}
+
+
+def run_tuned(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
+    """Hand-tuned Keras, no extras: tf.data, steps_per_execution, large validation batches.
+
+    What the engine does for speed, without its callbacks, determinism or
+    training insight: the ceiling of engine defaults for this model.
+    """
+    import keras
+    import tensorflow as tf
+
+    from kflow.train.engine import auto_steps_per_execution, build_optimizer_for
+
+    keras.utils.set_random_seed(seed)
+    recipe, splits = _recipe_and_splits(name, seed)
+    tr, va, te = splits.train, splits.val, splits.test
+    steps = math.ceil(len(tr) / BATCH_SIZE)
+    model = _plain_keras_model(recipe, tr)
+    model.compile(optimizer=build_optimizer_for(recipe, steps), loss=recipe.loss(tr.task),
+                  metrics=recipe.metrics(tr.task),
+                  steps_per_execution=auto_steps_per_execution(steps))
+    train_ds = (tf.data.Dataset.from_tensor_slices((tr.x, tr.y)).cache()
+                .shuffle(len(tr), seed=seed).batch(BATCH_SIZE).prefetch(tf.data.AUTOTUNE))
+    val_ds = tf.data.Dataset.from_tensor_slices((va.x, va.y)).batch(256).cache()
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[_keras_timer(proto)],
+              verbose=0)
+    test = model.evaluate(te.x, te.y, batch_size=256, verbose=0, return_dict=True)
     return {"num_train": len(tr), "test_accuracy": float(test["accuracy"])}
 
 
@@ -270,6 +341,7 @@ def run_torch(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
         return loss / total, correct / total
 
     for _ in range(epochs):
+        proto.gate()
         start, cpu = time.perf_counter(), time.process_time()
         model.train()
         for xb, yb in train_loader:
@@ -280,10 +352,11 @@ def run_torch(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
         evaluate(val_loader)
         proto.send(event="epoch", seconds=time.perf_counter() - start,
                    cpu_seconds=time.process_time() - cpu)
+    proto.gate()
     return {"num_train": len(tr), "test_accuracy": evaluate(test_loader)[1]}
 
 
-WORKERS = {"keras": run_keras, "kflow": run_kflow, "torch": run_torch}
+WORKERS = {"keras": run_keras, "kflow": run_kflow, "torch": run_torch, "tuned": run_tuned}
 
 
 def worker_main(variant: str, recipe: str, epochs: int, seed: int) -> int:
@@ -312,13 +385,14 @@ class _Worker:
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker", variant, "--recipes", recipe,
              "--epochs", str(epochs), "--seed", str(seed)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
             env=env, cwd=REPO, bufsize=1)
         self.epoch_seconds: list[float] = []
         self.epoch_cpu_seconds: list[float] = []
         self.result: dict | None = None
         self.skipped: str | None = None
         self.finished = False
+        self.at_gate = False
 
     def _receive(self) -> dict:
         line = self.proc.stdout.readline()
@@ -328,51 +402,99 @@ class _Worker:
             raise RuntimeError(f"the {self.variant} worker died:\n{self.log.read()[-3000:]}")
         return json.loads(line)
 
-    def _handle(self, message: dict) -> None:
-        if message["event"] == "epoch":
+    def _handle(self, message: dict) -> str:
+        event = message["event"]
+        if event == "epoch":
             self.epoch_seconds.append(message["seconds"])
             self.epoch_cpu_seconds.append(message["cpu_seconds"])
-            return
-        if message["event"] == "skip":
+        elif event == "skip":
             self.skipped = message["reason"]
-        else:  # "done" (also after an early stop)
+            self.finished = True
+        elif event == "done":  # also after an early stop
             self.result = message
-        self.finished = True
+            self.finished = True
+        return event
+
+    def _until(self, wanted: str) -> bool:
+        """Handles messages up to `wanted`; `False` when the worker finished first."""
+        while not self.finished:
+            if self._handle(self._receive()) == wanted:
+                return True
+        return False
+
+    def wait_ready(self) -> bool:
+        """Waits until the worker is at its gate; `False` once it has finished."""
+        if not self.at_gate:
+            self.at_gate = self._until("ready")
+        return self.at_gate
+
+    def release(self) -> None:
+        self.at_gate = False
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def run_epoch(self) -> bool:
+        """Lets the worker train one epoch and waits for it; `False` once it has finished."""
+        if not self.wait_ready():
+            return False
+        self.release()
+        return self._until("epoch")
 
     def finish(self) -> None:
-        """Collects the epoch reports and the result; waits for the exit."""
-        while not self.finished:
-            self._handle(self._receive())
+        """Lets the worker finish (test evaluation, files) and collects its result."""
+        if self.wait_ready():
+            self.release()
+        self._until("done")
+        self.proc.stdin.close()
         self.proc.wait()
         self.log.close()
 
 
 def run_repeat(recipe: str, variants: list[str], epochs: int, seed: int, rep: int):
-    """Trains each variant in turn (rotating order), in a fresh process, back to back."""
-    shift = rep % len(variants)
-    workers = []
-    for variant in variants[shift:] + variants[:shift]:
-        worker = _Worker(variant, recipe, epochs, seed)
-        try:
+    """Trains all variants in lockstep: one epoch of one variant at a time, rotating.
+
+    Nothing else runs meanwhile: the workers set up before the first round
+    and finish (test evaluation, run files) after the last one, one at a time.
+    """
+    workers = [_Worker(variant, recipe, epochs, seed) for variant in variants]
+    try:
+        for worker in workers:
+            worker.wait_ready()
+        for round_ in range(epochs):
+            shift = (rep + round_) % len(workers)
+            for worker in workers[shift:] + workers[:shift]:
+                worker.run_epoch()
+        for worker in workers:
             worker.finish()
-        finally:
+    finally:
+        for worker in workers:
             if worker.proc.poll() is None:
                 worker.proc.kill()
-        workers.append(worker)
-    return sorted(workers, key=lambda w: variants.index(w.variant))
+    return workers
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """The q-quantile of sorted values, interpolated linearly."""
+    pos = q * (len(sorted_values) - 1)
+    low = math.floor(pos)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (pos - low)
 
 
 def _throughput(worker: _Worker) -> dict:
     """Steady-state figures of one run (the first epoch traces and compiles)."""
-    seconds, cpu = worker.epoch_seconds[1:], worker.epoch_cpu_seconds[1:]
+    seconds = worker.epoch_seconds[1:]
     n = worker.result["num_train"]
-    return {
-        # The typical epoch: immune to the multi-second stalls other jobs cause.
-        "median": n / statistics.median(seconds),
-        # Every epoch (stalls included).
-        "mean": n * len(seconds) / sum(seconds),
-        "cpu_ms": 1000 * statistics.median(cpu),
-    }
+    return {"median": n / statistics.median(seconds), "mean": n * len(seconds) / sum(seconds)}
+
+
+def _paired_ratios(workers: list[_Worker], base: list[_Worker]) -> list[float]:
+    """Speed of `workers` over `base`, epoch by epoch of the same lockstep round."""
+    ratios = []
+    for w, b in zip(workers, base, strict=True):
+        for mine, theirs in zip(w.epoch_seconds[1:], b.epoch_seconds[1:], strict=False):
+            ratios.append(theirs / mine)
+    return sorted(ratios)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="Runs of each variant (median reported). Default: %(default)s.")
     parser.add_argument("--seed", type=int, default=0, help="Seed. Default: %(default)s.")
     parser.add_argument("--no-torch", action="store_true", help="Skip the PyTorch loop.")
+    parser.add_argument("--tuned-keras", action="store_true",
+                        help="Also time hand-tuned Keras (tf.data, steps_per_execution, no "
+                        "callbacks): the ceiling of what engine defaults can reach.")
     parser.add_argument("--json", metavar="PATH", help="Also write all raw results here.")
     parser.add_argument("--kflow-set", action="append", default=[], metavar="KEY=VALUE[,...]",
                         help="Also time kflow.train with these --set overrides (repeatable), "
@@ -402,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     import importlib.util
 
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
-    variants = ["keras", "kflow", *(f"kflow:{sets}" for sets in args.kflow_set)]
+    variants = ["keras", *(["tuned"] if args.tuned_keras else []), "kflow",
+                *(f"kflow:{sets}" for sets in args.kflow_set)]
     if not args.no_torch:
         if importlib.util.find_spec("torch") is not None:
             variants.append("torch")
@@ -415,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         versions += f", PyTorch {version('torch')}"
     print(f"{versions}; Python {platform.python_version()}; {os.cpu_count()} CPUs; "
           f"batch {BATCH_SIZE}; {args.epochs} epochs (the first not timed); "
-          f"{args.repeats} repeats, median")
+          f"{args.repeats} repeats, in lockstep")
     print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
 
     t0 = time.perf_counter()
@@ -439,44 +565,42 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for recipe in recipes:
-        base = base_median = None
-        for variant in variants:
-            workers = runs.get((recipe, variant))
-            if not workers:
-                continue
-            figures = [_throughput(w) for w in workers]
+        by_variant = {v: runs[(recipe, v)] for v in variants if runs.get((recipe, v))}
+        for variant, workers in by_variant.items():
+            n = workers[0].result["num_train"]
+            seconds = sorted(s for w in workers for s in w.epoch_seconds[1:])
+            cpu = sorted(c for w in workers for c in w.epoch_cpu_seconds[1:])
             row = {
                 "recipe": recipe, "variant": variant,
-                "samples_per_second": max(f["median"] for f in figures),
-                "samples_per_second_median": statistics.median(f["median"] for f in figures),
-                "samples_per_second_repeats": [f["median"] for f in figures],
-                "samples_per_second_all_epochs": max(f["mean"] for f in figures),
-                "cpu_ms_per_epoch": statistics.median(f["cpu_ms"] for f in figures),
+                "samples_per_second": n / _quantile(seconds, 0.5),
+                "samples_per_second_all_epochs": n * len(seconds) / sum(seconds),
+                "cpu_ms_per_epoch": 1000 * _quantile(cpu, 0.5),
                 "first_epoch_seconds": statistics.median(w.epoch_seconds[0] for w in workers),
                 "test_accuracy": statistics.median(w.result["test_accuracy"] for w in workers),
                 "epoch_seconds": [w.epoch_seconds for w in workers],
                 "epoch_cpu_seconds": [w.epoch_cpu_seconds for w in workers],
             }
-            if variant == "keras":
-                base = row["samples_per_second"]
-                base_median = row["samples_per_second_median"]
-            row["vs_plain_keras"] = row["samples_per_second"] / base if base else math.nan
-            row["vs_plain_keras_median"] = (row["samples_per_second_median"] / base_median
-                                            if base_median else math.nan)
+            for ref in ("keras", "torch"):
+                if ref in by_variant:
+                    r = _paired_ratios(workers, by_variant[ref])
+                    row[f"vs_{ref}"] = _quantile(r, 0.5)
+                    row[f"vs_{ref}_iqr"] = [_quantile(r, 0.25), _quantile(r, 0.75)]
             rows.append(row)
 
+    def ratio(row, ref):
+        if f"vs_{ref}" not in row:
+            return "-"
+        low, high = row[f"vs_{ref}_iqr"]
+        return f"**{row[f'vs_{ref}']:.2f}x** ({low:.2f}-{high:.2f})"
+
     print()
-    print("| recipe | variant | samples/s: best (each repeat) | vs plain Keras | "
-          "median of repeats: samples/s (vs plain) | samples/s, all epochs | CPU ms/epoch | "
-          "1st epoch | test acc |")
+    print("| recipe | variant | samples/s (median epoch) | vs plain Keras (IQR) | vs PyTorch (IQR) "
+          "| samples/s, all epochs | CPU ms/epoch | 1st epoch | test acc |")
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        spread = ", ".join(f"{s:.0f}" for s in row["samples_per_second_repeats"])
         label = LABELS.get(row["variant"]) or f"kflow.train --set {row['variant'][6:]}"
-        print(f"| {row['recipe']} | {label} | "
-              f"**{row['samples_per_second']:.0f}** ({spread}) | "
-              f"**{row['vs_plain_keras']:.2f}x** | {row['samples_per_second_median']:.0f} "
-              f"({row['vs_plain_keras_median']:.2f}x) | "
+        print(f"| {row['recipe']} | {label} | {row['samples_per_second']:.0f} | "
+              f"{ratio(row, 'keras')} | {ratio(row, 'torch')} | "
               f"{row['samples_per_second_all_epochs']:.0f} | {row['cpu_ms_per_epoch']:.0f} | "
               f"{row['first_epoch_seconds']:.1f} s | {row['test_accuracy']:.4f} |")
     print()
@@ -484,12 +608,9 @@ def main(argv: list[str] | None = None) -> int:
         by = {r["variant"]: r for r in rows if r["recipe"] == recipe}
         if "kflow" not in by or "keras" not in by:
             continue
-        line = (f"{recipe}: kflow / plain Keras = {by['kflow']['vs_plain_keras']:.2f}x "
-                "(target >= 1.8x)")
-        if "torch" in by:
-            line += (f"; kflow / PyTorch = "
-                     f"{by['kflow']['samples_per_second'] / by['torch']['samples_per_second']:.2f}x"
-                     " (target >= 1.2x)")
+        line = f"{recipe}: kflow / plain Keras = {by['kflow']['vs_keras']:.2f}x (target >= 1.8x)"
+        if "vs_torch" in by["kflow"]:
+            line += f"; kflow / PyTorch = {by['kflow']['vs_torch']:.2f}x (target >= 1.2x)"
         print(line)
     print(f"total benchmark time {time.perf_counter() - t0:.0f} s; load average after: "
           "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))

@@ -55,6 +55,9 @@ class NanGuard(keras.callbacks.Callback):
         self._good_weights = None
         self._good_epoch = 0
         self._epoch = 0
+        from kflow.train.callbacks._writer import VariableReader
+
+        self._read = VariableReader()  # all weights in one call, not one eager op each
 
     def on_train_begin(self, logs=None):
         self.message, self.epoch, self.step, self.value, self.restored_epoch = (
@@ -64,7 +67,7 @@ class NanGuard(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         if self._good_weights is None:  # after every on_train_begin (and a backup restore)
-            self._good_weights = self.model.get_weights()
+            self._good_weights = self._read(self.model.weights)
             self._good_epoch = epoch
 
     def _check(self, logs, step: int | None) -> bool:
@@ -84,7 +87,7 @@ class NanGuard(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._check(logs, None)
         if self.epoch is None:
-            self._good_weights = self.model.get_weights()
+            self._good_weights = self._read(self.model.weights)
             self._good_epoch = epoch + 1
             return
         if self.restored_epoch is not None:

@@ -192,6 +192,7 @@ def train(
 
     from kflow.train.callbacks import (
         BestModelCheckpoint,
+        EpochTensorBoard,
         ExplainedEarlyStopping,
         ResumableBackup,
         wait_for_writes,
@@ -288,7 +289,7 @@ def train(
     if save:
         cbs += [
             BestModelCheckpoint(rd.best_checkpoint, monitor=monitor, mode=mode),
-            keras.callbacks.TensorBoard(str(rd.tensorboard), write_graph=False),
+            EpochTensorBoard(rd.tensorboard),  # keras' TensorBoard files, without TF ops
         ]
     cbs += list(callbacks)
 

@@ -1,18 +1,48 @@
-"""Background writes for the per-epoch callbacks (backup, early-stopping state).
+"""Cheap per-epoch saving for the callbacks (backup, early-stopping state, checkpoint).
 
 An epoch of a small model takes well under a second, so a callback copies
-what it must save at the end of the epoch (a few ms) and hands the file
-writing to a thread that runs while the next epoch trains. Writes with the
-same key run one at a time, in order; `finish(key)` waits for the pending
-one and re-raises its error.
+what it must save at the end of the epoch (`VariableReader`: all variables in
+one call, ~1 ms) and hands the file writing to a thread that runs while the
+next epoch trains (`start`). Writes with the same key run one at a time, in
+order; `finish(key)` waits for the pending one and re-raises its error.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
-__all__ = ["start", "finish", "finish_all"]
+__all__ = ["VariableReader", "start", "finish", "finish_all"]
+
+
+class VariableReader:
+    """Copies the values of many variables at once, as NumPy arrays.
+
+    Reading 60 variables one `v.numpy()` at a time costs ~5 ms of eager
+    calls; one `tf.function` that returns them all costs well under 1 ms
+    (it is traced once, on the first call).
+    """
+
+    def __init__(self) -> None:
+        self._variables: list[Any] = []
+        self._read: Callable[[], Any] | None = None
+
+    def __call__(self, variables: Sequence[Any]) -> list[Any]:
+        import keras
+
+        variables = list(variables)
+        if keras.backend.backend() != "tensorflow":
+            return [keras.ops.convert_to_numpy(v) for v in variables]
+        if self._read is None or len(variables) != len(self._variables) or any(
+                a is not b for a, b in zip(variables, self._variables, strict=True)):
+            import tensorflow as tf
+
+            values = [v.value for v in variables]
+            self._variables = variables
+            self._read = tf.function(lambda: [tf.identity(t) for t in values],
+                                     autograph=False)
+        return [t.numpy() for t in self._read()]
 
 _writers: dict[str, _Writer] = {}
 _lock = threading.Lock()

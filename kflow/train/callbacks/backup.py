@@ -24,11 +24,12 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
 
     Epochs of small models take well under a second, so the backup must be
     cheap: the values of `model.weights` and `model.optimizer.variables` are
-    copied at the end of the epoch (a few ms) and written, as one
-    uncompressed `latest.state.npz` followed by the epoch counter, by a
-    background thread while the next epoch trains. (`save_weights` walks the
-    model to write HDF5 and costs ~10x more.) A `latest.weights.h5` backup
-    written by earlier versions still restores.
+    copied at the end of the epoch in one call (~1 ms) and written, as one
+    flat buffer plus its layout in `latest.state.npz`, then the epoch
+    counter, by a background thread while the next epoch trains.
+    (`save_weights` walks the model to write HDF5: ~60 ms per epoch for
+    `digits-cnn`.) A `latest.weights.h5` backup written by earlier versions
+    still restores.
 
     Args:
         backup_dir: Folder for the backup.
@@ -45,6 +46,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                          delete_checkpoint=True)
         self._state_path = os.path.join(backup_dir, "latest.state.npz")
         self._key = os.path.abspath(self._state_path)
+        self._read = _writer.VariableReader()
 
     def _state_variables(self) -> list:
         optimizer = self.model.optimizer
@@ -59,7 +61,12 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             return
         variables = self._state_variables()
         with np.load(self._state_path, allow_pickle=False) as f:
-            values = [f[f"v{i}"] for i in range(len(f.files) - 1)]
+            data, layout = f["data"], json.loads(str(f["layout"]))
+        values, offset = [], 0
+        for _path, dtype, shape in layout:
+            size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            values.append(data[offset:offset + size].view(dtype).reshape(shape))
+            offset += size
         # Auto-generated names (`adam_1`, ...) change between sessions: match shapes.
         if [x.shape for x in values] != [tuple(v.shape) for v in variables]:
             raise ValueError(
@@ -72,12 +79,17 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
 
     def _save_model(self):
         variables = self._state_variables()
-        state = {f"v{i}": v.numpy() for i, v in enumerate(variables)}
-        state["paths"] = np.array([v.path for v in variables])
+        values = self._read(variables)
+        paths = [v.path for v in variables]
         metadata = json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
         def write():  # the state first: the epoch counter never runs ahead of it
-            atomic_save(self._state_path, lambda p: np.savez(p, **state))
+            data = np.frombuffer(b"".join(np.ascontiguousarray(a).tobytes() for a in values),
+                                 np.uint8)
+            layout = json.dumps([[p, a.dtype.str, a.shape] for p, a in zip(paths, values,
+                                                                          strict=True)])
+            atomic_save(self._state_path,
+                        lambda p: np.savez(p, data=data, layout=np.array(layout)))
             atomic_write_text(self._training_metadata_path, metadata)
 
         _writer.start(self._key, write)

@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kflow.train.callbacks import _writer
 from kflow.train.run_dir import atomic_save
 
 __all__ = ["BestModelCheckpoint"]
@@ -53,6 +54,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.best = np.inf if mode == "min" else -np.inf
         self.best_epoch: int | None = None
         self._pending: list[np.ndarray] | None = None  # best state not yet on disk
+        self._read = _writer.VariableReader()
         self._next_write = 0.0  # perf_counter time before which writes are deferred
 
     def _better(self, value: float) -> bool:
@@ -68,7 +70,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             atomic_save(self.filepath, self.model.save)
         else:  # write the remembered best state, then put the current one back
             variables = self._variables()
-            current = [v.numpy() for v in variables]
+            current = self._read(variables)
             for v, value in zip(variables, self._pending, strict=True):
                 v.assign(value)
             try:
@@ -87,7 +89,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             self.best, self.best_epoch = float(value), epoch
             self._pending = None
             if not due:
-                self._pending = [v.numpy() for v in self._variables()]
+                self._pending = self._read(self._variables())
                 return
         elif self._pending is None or not due:
             return

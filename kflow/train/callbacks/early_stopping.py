@@ -47,6 +47,7 @@ class ExplainedEarlyStopping(keras.callbacks.EarlyStopping):
         self.state_dir = Path(state_dir) if state_dir else None
         self.log = log
         self.message = ""
+        self._read = _writer.VariableReader()
 
     # -- resume -------------------------------------------------------------
     def _state_file(self) -> Path:
@@ -72,9 +73,38 @@ class ExplainedEarlyStopping(keras.callbacks.EarlyStopping):
             with np.load(self._weights_file(), allow_pickle=False) as f:
                 self.best_weights = [f[f"arr_{i}"] for i in range(len(f.files))]
 
+    def _keras_on_epoch_end(self, epoch, logs=None):
+        """Keras' `EarlyStopping.on_epoch_end`, copying the best weights in one call.
+
+        `model.get_weights()` reads the variables one eager op at a time (~2 ms
+        per improving epoch for a small CNN); `VariableReader` reads them all
+        in one call. Same decisions, same `best_weights` (a list of arrays in
+        `model.weights` order).
+        """
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        current = self.get_monitor_value(logs)
+        if current is None or epoch < self.start_from_epoch:
+            return
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights = self._read(self.model.weights)
+            self.best_epoch = epoch
+        self.wait += 1
+        if self._is_improvement(current, self.best):
+            self.best = current
+            self.best_epoch = epoch
+            if self.restore_best_weights:
+                self.best_weights = self._read(self.model.weights)
+            if self.baseline is None or self._is_improvement(current, self.baseline):
+                self.wait = 0
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
     def on_epoch_end(self, epoch, logs=None):
         best_before = self.best_weights
-        super().on_epoch_end(epoch, logs)
+        self._keras_on_epoch_end(epoch, logs)
         if self.state_dir is None:
             return
         # Written in the background while the next epoch trains (see `_writer`).
