@@ -138,27 +138,6 @@ def _keras_timer(proto: _Protocol):
     return EpochTimer()
 
 
-def _plain_keras_model(recipe, train):
-    """The recipe's model built from Keras' own layers only.
-
-    kflow's blocks use `FusedBatchNormalization` (Keras' layer with
-    TensorFlow's fused training kernel); the plain-Keras baselines get
-    `keras.layers.BatchNormalization` with the same config instead.
-    """
-    import keras
-
-    def clone(layer):
-        config = layer.get_config()
-        if type(layer).__name__ == "FusedBatchNormalization":
-            return keras.layers.BatchNormalization.from_config(config)
-        return layer.__class__.from_config(config)
-
-    model = recipe.build_model(train)
-    plain = keras.models.clone_model(model, clone_function=clone)
-    plain.set_weights(model.get_weights())  # adapted preprocessing state, same initial weights
-    return plain
-
-
 def run_keras(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
     """Plain Keras: the recipe's model, Keras defaults, fit on NumPy arrays."""
     import keras
@@ -168,7 +147,7 @@ def run_keras(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
     keras.utils.set_random_seed(seed)
     recipe, splits = _recipe_and_splits(name, seed)
     tr, va, te = splits.train, splits.val, splits.test
-    model = _plain_keras_model(recipe, tr)
+    model = recipe.build_model(tr)
     model.compile(
         optimizer=build_optimizer_for(recipe, math.ceil(len(tr) / BATCH_SIZE)),
         loss=recipe.loss(tr.task), metrics=recipe.metrics(tr.task), steps_per_execution=1,
@@ -194,7 +173,7 @@ def run_tuned(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
     recipe, splits = _recipe_and_splits(name, seed)
     tr, va, te = splits.train, splits.val, splits.test
     steps = math.ceil(len(tr) / BATCH_SIZE)
-    model = _plain_keras_model(recipe, tr)
+    model = recipe.build_model(tr)
     model.compile(optimizer=build_optimizer_for(recipe, steps), loss=recipe.loss(tr.task),
                   metrics=recipe.metrics(tr.task),
                   steps_per_execution=auto_steps_per_execution(steps))

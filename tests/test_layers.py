@@ -37,24 +37,17 @@ def build_dense(style, units=5, width=4):
             "before",
             [
                 ("Dense", "b1_dense"),
-                ("FusedBatchNormalization", "b1_bn"),
+                ("BatchNormalization", "b1_bn"),
                 ("Activation", "b1_relu"),
             ],
         ),
-        (
-            True,
-            [
-                ("Dense", "b1_dense"),
-                ("FusedBatchNormalization", "b1_bn"),
-                ("Activation", "b1_relu"),
-            ],
-        ),
+        (True, [("Dense", "b1_dense"), ("BatchNormalization", "b1_bn"), ("Activation", "b1_relu")]),
         (
             "after",
             [
                 ("Dense", "b1_dense"),
                 ("Activation", "b1_relu"),
-                ("FusedBatchNormalization", "b1_bn"),
+                ("BatchNormalization", "b1_bn"),
             ],
         ),
         ("none", [("Dense", "b1_dense"), ("Activation", "b1_relu")]),
@@ -65,7 +58,7 @@ def test_dense_block_order(batch_norm, expected):
     model = build_dense(LayerStyle(batch_norm=batch_norm))
     assert layers_after_input(model) == expected
     # BatchNorm's beta replaces the bias only when BN follows the linear layer.
-    assert model.get_layer("b1_dense").use_bias is (expected[1][0] != "FusedBatchNormalization")
+    assert model.get_layer("b1_dense").use_bias is (expected[1][0] != "BatchNormalization")
 
 
 def test_dense_block_dropout_after_activation():

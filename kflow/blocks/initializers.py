@@ -44,14 +44,12 @@ def register_custom_objects() -> dict[str, Any]:
     Returns:
         The `{registered_name: class}` dict, usable as `custom_objects=`.
     """
-    from kflow.blocks.fused_batch_norm import FusedBatchNormalization
     from kflow.blocks.keras_objects import UniformFanIn
     from kflow.data.impute import Impute
     from kflow.data.training_augmentation import TrainingAugmentation
     from kflow.insight.insight_model import InsightModel
 
     return {"kflow>UniformFanIn": UniformFanIn, "kflow>Impute": Impute,
-            "kflow>FusedBatchNormalization": FusedBatchNormalization,
             "kflow>TrainingAugmentation": TrainingAugmentation,
             "kflow>InsightModel": InsightModel}
 

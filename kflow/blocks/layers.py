@@ -199,9 +199,9 @@ def _conv(
 
 
 def _bn(x, layer_name: str):
-    from kflow.blocks.fused_batch_norm import FusedBatchNormalization
+    import keras
 
-    return FusedBatchNormalization(name=layer_name)(x)
+    return keras.layers.BatchNormalization(name=layer_name)(x)
 
 
 def _activate(x, style: LayerStyle, prefix: str):
