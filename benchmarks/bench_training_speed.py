@@ -60,6 +60,8 @@ LABELS = {"keras": "plain Keras (fit on NumPy, spe=1)", "kflow": "kflow.train (d
           "torch": "PyTorch loop (DataLoader)",
           "tuned": "hand-tuned Keras (tf.data, spe=32, no callbacks)"}
 BATCH_SIZE = 32
+#: Pause before each timed epoch, so that nothing of the previous one still runs.
+SETTLE_SECONDS = 0.25
 
 
 # ---------------------------------------------------------------------------
@@ -408,6 +410,9 @@ class _Worker:
         return self.at_gate
 
     def release(self) -> None:
+        # A pause first: thread pools of the worker that just ran (PyTorch's OpenMP
+        # threads spin-wait for a while after each parallel region) go to sleep.
+        time.sleep(SETTLE_SECONDS)
         self.at_gate = False
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()

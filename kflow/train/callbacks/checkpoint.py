@@ -31,8 +31,10 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         filepath: Destination `.keras` file.
         monitor: Logged quantity to watch. Defaults to "val_loss".
         mode: "min" or "max". Defaults to "min".
-        max_overhead: Largest fraction of the wall time spent writing; `1.0`
-            writes every improvement immediately. Defaults to `0.05`.
+        max_overhead: Largest fraction of the training time spent writing;
+            `1.0` writes every improvement immediately. Defaults to `0.05`.
+            Training time is counted from epoch begin to epoch end (pauses
+            between `fit` calls or epochs do not make writes due sooner).
 
     Example:
 
@@ -55,7 +57,9 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.best_epoch: int | None = None
         self._pending: list[np.ndarray] | None = None  # best state not yet on disk
         self._read = _writer.VariableReader()
-        self._next_write = 0.0  # perf_counter time before which writes are deferred
+        self._clock = 0.0  # training seconds so far (epoch begin to end, this callback)
+        self._epoch_start: float | None = None
+        self._next_write = 0.0  # training time before which writes are deferred
 
     def _better(self, value: float) -> bool:
         return value < self.best if self.mode == "min" else value > self.best
@@ -79,12 +83,19 @@ class BestModelCheckpoint(keras.callbacks.Callback):
                 for v, value in zip(variables, current, strict=True):
                     v.assign(value)
             self._pending = None
-        end = time.perf_counter()
-        self._next_write = end + (end - start) * (1.0 / self.max_overhead - 1.0)
+        cost = time.perf_counter() - start
+        self._clock += cost
+        self._next_write = self._clock + cost * (1.0 / self.max_overhead - 1.0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._epoch_start is not None:
+            self._clock += time.perf_counter() - self._epoch_start
+            self._epoch_start = None
         value = (logs or {}).get(self.monitor)
-        due = time.perf_counter() >= self._next_write
+        due = self._clock >= self._next_write
         if value is not None and np.isfinite(value) and self._better(float(value)):
             self.best, self.best_epoch = float(value), epoch
             self._pending = None
