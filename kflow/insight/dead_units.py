@@ -132,7 +132,7 @@ class DeadUnitMonitor(keras.callbacks.Callback):
         self._names: list[str] = []
         self._next_probe = 0
         self._probes = 0
-        self._epoch_start = 0.0
+        self._epoch_start: float | None = None
         self.last: dict[str, float] = {}
 
     def on_train_begin(self, logs=None):
@@ -148,7 +148,11 @@ class DeadUnitMonitor(keras.callbacks.Callback):
             self._extractor = alive_units_fn(self.model, layers)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._epoch_start is None:  # time the epoch from its first batch
+            self._epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         if self._extractor is None:
@@ -161,7 +165,7 @@ class DeadUnitMonitor(keras.callbacks.Callback):
             cost = time.perf_counter() - start
             self._probes += 1
             # The first probe also traces the function: judge the cost from the second.
-            epoch_time = max(start - self._epoch_start, 1e-9)
+            epoch_time = max(start - (self._epoch_start or start), 1e-9)
             interval = 1 if self._probes == 1 else math.ceil(cost / (self.budget * epoch_time))
             self._next_probe = epoch + min(max(1, interval), MAX_PROBE_INTERVAL)
         if logs is not None:

@@ -33,8 +33,9 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         mode: "min" or "max". Defaults to "min".
         max_overhead: Largest fraction of the training time spent writing;
             `1.0` writes every improvement immediately. Defaults to `0.05`.
-            Training time is counted from epoch begin to epoch end (pauses
-            between `fit` calls or epochs do not make writes due sooner).
+            Training time is counted from the first batch of an epoch to its
+            end (pauses before an epoch's first batch, such as other
+            callbacks waiting, do not make writes due sooner).
 
     Example:
 
@@ -57,7 +58,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.best_epoch: int | None = None
         self._pending: list[np.ndarray] | None = None  # best state not yet on disk
         self._read = _writer.VariableReader()
-        self._clock = 0.0  # training seconds so far (epoch begin to end, this callback)
+        self._clock = 0.0  # training seconds so far (first batch to epoch end, each epoch)
         self._epoch_start: float | None = None
         self._next_write = 0.0  # training time before which writes are deferred
 
@@ -88,7 +89,11 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self._next_write = self._clock + cost * (1.0 / self.max_overhead - 1.0)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._epoch_start is None:
+            self._epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         if self._epoch_start is not None:
