@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 __all__ = ["VariableReader", "start", "finish", "finish_all"]
 
 
@@ -32,8 +34,9 @@ class VariableReader:
         import keras
 
         variables = list(variables)
-        if keras.backend.backend() != "tensorflow":
-            return [keras.ops.convert_to_numpy(v) for v in variables]
+        if keras.backend.backend() != "tensorflow" or not all(
+                isinstance(v, keras.Variable) for v in variables):
+            return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]  # copies
         if self._read is None or len(variables) != len(self._variables) or any(
                 a is not b for a, b in zip(variables, self._variables, strict=True)):
             import tensorflow as tf
