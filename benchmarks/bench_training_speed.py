@@ -18,7 +18,8 @@ How it is timed. Each variant trains in its own Python process (TensorFlow's
 op determinism, which kflow turns on, is process-wide; plain Keras must not
 get it). The processes run in lockstep: before each epoch a worker waits for
 the driver, which lets one worker at a time train one epoch, in a rotating
-order. So the variants' n-th epochs run seconds apart, and a slowdown of the
+order, after a short pause (thread pools of the previous epoch go idle).
+So the variants' n-th epochs run seconds apart, and a slowdown of the
 shared machine (other jobs stall a process now and then: an 0.2 s epoch
 becomes 2 s, CPU time included) hits neighbouring epochs of every variant
 alike. Each epoch of a variant is compared with the plain-Keras epoch of the
@@ -487,11 +488,11 @@ def main(argv: list[str] | None = None) -> int:
         "model in plain Keras (and in a PyTorch loop when torch is installed).")
     parser.add_argument("--recipes", default="digits-mlp,digits-cnn",
                         help="Comma-separated recipe names. Default: %(default)s.")
-    parser.add_argument("--epochs", type=int, default=10,
+    parser.add_argument("--epochs", type=int, default=12,
                         help="Epochs per training run; the first one (tracing) is reported "
                         "apart, not in samples/s. Default: %(default)s.")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="Runs of each variant (median reported). Default: %(default)s.")
+                        help="Lockstep runs of all variants (epochs pooled). Default: %(default)s.")
     parser.add_argument("--seed", type=int, default=0, help="Seed. Default: %(default)s.")
     parser.add_argument("--no-torch", action="store_true", help="Skip the PyTorch loop.")
     parser.add_argument("--tuned-keras", action="store_true",
