@@ -1,0 +1,62 @@
+"""make_dataset: both batching paths deliver the same rows, shuffled per epoch."""
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from kflow.data.pipeline import ROW_SLICING_LIMIT, make_dataset  # noqa: E402
+
+N = 1000
+
+
+def _data(columns: bool):
+    rng = np.random.RandomState(0)
+    ids = np.arange(N)
+    if columns:
+        x = {"id": ids.astype("float32"), "twice": (2 * ids).astype("float32"),
+             "label": np.array([f"r{i}" for i in ids])}
+    else:
+        x = np.stack([ids, 2 * ids], axis=1).astype("float32") + rng.uniform(0, 0.1, (N, 2))
+    return x, ids.astype("int64")
+
+
+def _epoch(ds, columns: bool):
+    xs, ys = [], []
+    for bx, by in ds:
+        xs.append(bx["id"].numpy() if columns else np.floor(bx[:, 0].numpy()))
+        ys.append(by.numpy())
+        if columns:
+            np.testing.assert_array_equal(bx["twice"].numpy(), 2 * bx["id"].numpy())
+            assert [s.decode() for s in bx["label"].numpy()] == [f"r{int(i)}" for i in xs[-1]]
+    return np.concatenate(xs), np.concatenate(ys), [len(y) for y in ys]
+
+
+@pytest.mark.parametrize("columns", [False, True])
+@pytest.mark.parametrize("batch_size", [16, 300])  # 16: rows are sliced; 300: batches gathered
+def test_training_epochs_are_seeded_permutations_of_aligned_rows(columns, batch_size):
+    x, y = _data(columns)
+    parts = 4 if columns else 2
+    assert (batch_size * parts <= ROW_SLICING_LIMIT) == (batch_size == 16)
+    ds = make_dataset(x, y, batch_size, training=True, seed=3)
+    first_x, first_y, sizes = _epoch(ds, columns)
+    second_x, second_y, _ = _epoch(ds, columns)
+    np.testing.assert_array_equal(first_x, first_y)  # features stay with their labels
+    assert sorted(first_y) == list(range(N)) and sorted(second_y) == list(range(N))
+    assert not np.array_equal(first_y, second_y)  # a new order every epoch
+    assert not np.array_equal(first_y, np.arange(N))
+    assert sizes[:-1] == [batch_size] * (len(sizes) - 1) and sum(sizes) == N
+    again, _, _ = _epoch(make_dataset(x, y, batch_size, training=True, seed=3), columns)
+    np.testing.assert_array_equal(again, first_x)  # same seed, same first epoch
+
+
+@pytest.mark.parametrize("batch_size", [16, 300])
+def test_evaluation_keeps_the_row_order_and_caches(batch_size):
+    x, y = _data(False)
+    ds = make_dataset(x, y, batch_size, training=False)
+    for _ in range(2):
+        got_x, got_y, _ = _epoch(ds, False)
+        np.testing.assert_array_equal(got_y, np.arange(N))
+        np.testing.assert_array_equal(got_x, np.arange(N))
+    only_x = make_dataset(x, None, batch_size, training=False)
+    np.testing.assert_allclose(np.concatenate([b.numpy() for b in only_x]), x)
