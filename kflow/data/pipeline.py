@@ -29,20 +29,20 @@ def make_dataset(
     """Builds a `tf.data.Dataset` of `(x, y)` batches (or `x` batches without `y`).
 
     The arrays are held once as in-memory tensors. A training pipeline draws
-a new seeded permutation of the rows every epoch and batches it; an
-evaluation pipeline keeps the row order. `map_fn` is applied to whole
-batches, in parallel; evaluation pipelines keep their (mapped) batches in
-memory after the first pass (`cache`); batches are prefetched so the next
-one is ready while the model trains on the current one.
+    a new seeded permutation of the rows every epoch and batches it; an
+    evaluation pipeline keeps the row order. `map_fn` is applied to whole
+    batches, in parallel; evaluation pipelines keep their (mapped) batches in
+    memory after the first pass (`cache`); batches are prefetched so the next
+    one is ready while the model trains on the current one.
 
-Two ways to build the batches, picked by their measured cost: small batches
-of few columns are sliced row by row and batched (`from_tensor_slices`,
-a shuffle buffer as large as the split), which costs ~1 us per row and
-column; larger ones shuffle row *indices* and gather each batch with one
-vectorized op per column, which costs ~0.25 ms per batch (a function call).
-On digits (batch 32, one feature array) row slicing saves ~10 ms per epoch
-of `fit`; on a 50,000-row table of 6 columns at batch 256 gathering feeds
-`fit` 1.7x faster (`benchmarks/bench_data_pipeline.py`).
+    Two ways to build the batches, picked by their measured cost: small batches
+    of few columns are sliced row by row and batched (`from_tensor_slices`,
+    a shuffle buffer as large as the split), which costs ~1 us per row and
+    column; larger ones shuffle row *indices* and gather each batch with one
+    vectorized op per column, which costs ~0.25 ms per batch (a function call).
+    On digits (batch 32, one feature array) row slicing saves ~10 ms per epoch
+    of `fit`; on a 50,000-row table of 6 columns at batch 256 gathering feeds
+    `fit` 1.7x faster (`benchmarks/bench_data_pipeline.py`).
 
     Args:
         x: Features: an array, or a dict of named column arrays.
