@@ -210,3 +210,43 @@ def test_sigterm_finishes_in_flight_requests(tmp_path_factory):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_config_file_written_in_place_is_read_only_once_it_is_complete(tmp_path):
+    """Truncate-then-write (an editor saving in place) never unloads the models."""
+    import asyncio
+
+    from kflow.serve.config import ServerOptions, load_model_entries
+    from kflow.serve.manager import ModelManager
+
+    config = tmp_path / "models.config"
+
+    def text(*names):
+        return "model_config_list { " + " ".join(
+            f'config {{ name: "{n}" base_path: "{tmp_path / n}" }}' for n in names) + " }"
+
+    config.write_text(text("a"))
+
+    async def run():
+        manager = ModelManager(None, ServerOptions(port=0, model_config_file=str(config)), None)
+        entries, manager._config_file = load_model_entries(None, config)
+        manager._config_stamp = manager._stamp()
+        manager._apply_entries(entries)
+        models = manager._models
+
+        with config.open("w"):  # truncated: the editor has not written yet
+            pass
+        manager._reload_config()  # a poll sees the empty file
+        assert not models["a"].removed
+        config.write_text(text("a", "b"))
+        manager._reload_config()  # changed again since the last poll: wait
+        assert "b" not in models and not models["a"].removed
+        manager._reload_config()  # unchanged for one poll: applied
+        assert sorted(models) == ["a", "b"] and not models["b"].removed
+        config.write_text("")  # an empty config that stays empty unloads (as TF Serving)
+        manager._reload_config()
+        manager._reload_config()
+        assert models["a"].removed and models["b"].removed
+        manager._load_pool.shutdown(wait=False)
+
+    asyncio.run(run())

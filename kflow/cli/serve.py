@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
                    help="TF Serving models.config (default: BASE/models.config if present, "
                         "else every model directory under BASE)")
     p.add_argument("--poll-seconds", type=float, default=1.0, metavar="S",
-                   help="check for new versions and config changes every S seconds; 0: "
+                   help="check for new versions and config changes every S seconds (a "
+                        "changed config is applied once it is unchanged for one poll); 0: "
                         "never (default 1)")
     b = p.add_argument_group("batching (TF Serving's BatchingParameters)")
     b.add_argument("--no-batching", dest="batching", action="store_false",

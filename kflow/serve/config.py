@@ -153,7 +153,9 @@ class ServerOptions:
         model_config_file: A `models.config`; defaults to `BASE/models.config`
             when that exists, else every model directory under BASE is served.
         poll_seconds: How often model directories (and the config file) are
-            checked for new versions. 0 disables polling. Defaults to 1.0.
+            checked for new versions. 0 disables polling. A changed config
+            file is applied once it has stayed the same for one poll (never
+            half-written). Defaults to 1.0.
         batching: :class:`BatchingOptions`.
         max_body_bytes: Larger request bodies get 413. Defaults to 32 MiB.
         request_timeout_ms: Per-request deadline (504 after it), like

@@ -122,6 +122,7 @@ class ModelManager:
         self._labels: dict[str, dict[str, int]] = {}
         self._config_file: Path | None = None
         self._config_stamp: tuple | None = None
+        self._changing_stamp: tuple | None = None  # seen changed once, not yet applied
         self._refresh_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self._poller: asyncio.Task | None = None
@@ -180,12 +181,21 @@ class ModelManager:
 
     def _reload_config(self) -> None:
         """Re-reads models.config when it changed (or re-discovers models under
-        BASE without one); a broken new config keeps the old one in force."""
+        BASE without one); a broken new config keeps the old one in force.
+
+        A changed file is read once it has stayed the same for one poll, so a
+        file being written in place (truncated, then filled) is never read
+        half-written: an empty moment would otherwise unload every model.
+        """
         if self._config_file is not None:
             stamp = self._stamp()
             if stamp == self._config_stamp:
+                self._changing_stamp = None
                 return
-            self._config_stamp = stamp
+            if stamp != self._changing_stamp:
+                self._changing_stamp = stamp
+                return
+            self._config_stamp, self._changing_stamp = stamp, None
         elif self.options.model_config_file is not None:
             return
         try:
