@@ -63,7 +63,7 @@ def _setup(recipe_name: str, every: int, seed: int, set_args: list[str], out: Pa
     from kflow.data.pipeline import make_dataset
     from kflow.insight.engine_hooks import InsightHooks
     from kflow.recipe.overrides import resolve_recipe
-    from kflow.train.engine import compile_model, prepare, set_seed
+    from kflow.training.engine import compile_model, prepare, set_seed
 
     recipe, _ = resolve_recipe(recipe_name, {"grad_log_every": every}, set_args)
     set_seed(seed)

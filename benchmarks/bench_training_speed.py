@@ -92,7 +92,7 @@ class _Protocol:
 
 def _recipe_and_splits(name: str, seed: int):
     from kflow.recipe.overrides import resolve_recipe
-    from kflow.train.engine import prepare
+    from kflow.training.engine import prepare
 
     recipe, _ = resolve_recipe(name, {}, ())
     recipe._seed = seed
@@ -113,7 +113,7 @@ def _keras_timer(proto: _Protocol):
 
     def settle():
         try:
-            from kflow.train.callbacks import wait_for_writes
+            from kflow.training.callbacks import wait_for_writes
         except ImportError:
             return
         wait_for_writes()
@@ -145,7 +145,7 @@ def run_keras(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
     """Plain Keras: the recipe's model, Keras defaults, fit on NumPy arrays."""
     import keras
 
-    from kflow.train.engine import build_optimizer_for
+    from kflow.training.engine import build_optimizer_for
 
     keras.utils.set_random_seed(seed)
     recipe, splits = _recipe_and_splits(name, seed)
@@ -170,7 +170,7 @@ def run_tuned(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
     import keras
     import tensorflow as tf
 
-    from kflow.train.engine import auto_steps_per_execution, build_optimizer_for
+    from kflow.training.engine import auto_steps_per_execution, build_optimizer_for
 
     keras.utils.set_random_seed(seed)
     recipe, splits = _recipe_and_splits(name, seed)
@@ -193,7 +193,7 @@ def run_kflow(proto: _Protocol, name: str, epochs: int, seed: int,
               set_args: tuple[str, ...] = ()) -> dict:
     """kflow: `kflow.train` exactly as a user calls it (run directory, callbacks)."""
     from kflow.recipe.overrides import resolve_recipe
-    from kflow.train.engine import train
+    from kflow.training.engine import train
 
     recipe, _ = resolve_recipe(name, {}, ())
     # Early stopping stays on (its per-epoch cost is kflow's); a patience of at

@@ -69,7 +69,7 @@ def _run(tuner: str, args, seed: int, root: Path, max_trials: int | None):
 
 def main(argv=None) -> int:
     from kflow.cli.quiet import import_tensorflow_quietly
-    from kflow.tune import hyperband_schedule
+    from kflow.tuning import hyperband_schedule
 
     import_tensorflow_quietly()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

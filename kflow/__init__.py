@@ -19,11 +19,11 @@ _EXPORTS = {
     "resolve_recipe": "kflow.recipe.overrides",
     "list_recipes": "kflow.recipe.registry",
     "get_recipe_class": "kflow.recipe.registry",
-    "train": "kflow.train.engine",
-    "cross_validate": "kflow.train.cross_validation",
-    "tune": "kflow.tune",
-    "Run": "kflow.train.run",
-    "load_run": "kflow.train.run",
+    "train": "kflow.training.engine",
+    "cross_validate": "kflow.training.cross_validation",
+    "tune": "kflow.tuning.search",
+    "Run": "kflow.run",
+    "load_run": "kflow.run",
     "lr_find": "kflow.insight.lr_finder",
     "diagnose_run": "kflow.insight.doctor",
     "write_report": "kflow.insight.report",
@@ -36,8 +36,8 @@ _EXPORTS = {
     "DataError": "kflow.errors",
     "RunError": "kflow.errors",
 }
-_SUBMODULES = ("blocks", "optim", "data", "train", "recipe", "errors", "insight", "export",
-               "serve")
+_SUBMODULES = ("blocks", "optim", "data", "training", "tuning", "recipe", "errors", "insight",
+               "export", "serve", "run")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

@@ -89,7 +89,7 @@ def digits_int8_io_export():
 def load_test_split(run_dir: Path):
     """The run's test split, re-made from its config.yaml."""
     from kflow.recipe.overrides import resolve_recipe
-    from kflow.train.engine import prepare
+    from kflow.training.engine import prepare
 
     recipe, engine = resolve_recipe(str(run_dir / "config.yaml"))
     _, splits = prepare(recipe, int(engine.get("seed", 0)))

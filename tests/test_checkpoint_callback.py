@@ -5,8 +5,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from kflow.train.callbacks import checkpoint as checkpoint_module  # noqa: E402
-from kflow.train.callbacks.checkpoint import BestModelCheckpoint  # noqa: E402
+from kflow.training.callbacks import checkpoint as checkpoint_module  # noqa: E402
+from kflow.training.callbacks.checkpoint import BestModelCheckpoint  # noqa: E402
 
 
 class FakeClock:

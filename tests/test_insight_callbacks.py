@@ -12,7 +12,7 @@ from kflow.insight.insight_model import InsightModel
 from kflow.insight.lr_logger import LearningRateLogger
 from kflow.insight.nan_guard import NanGuard
 from kflow.insight.progbar import CompactProgbar, is_detail_key
-from kflow.insight.run_files import read_grad_norms
+from kflow.run import read_grad_norms
 
 
 class _StubOptimizer:

@@ -16,7 +16,7 @@ from kflow.insight.doctor import (
     read_findings,
     write_findings,
 )
-from kflow.insight.run_files import GRAD_NORMS_COLUMNS, read_run_files
+from kflow.run import GRAD_NORMS_COLUMNS, read_run
 from tests.conftest import run_cli
 
 LAYERS = [("hidden_0_dense", "Dense"), ("hidden_0_bn", "BatchNormalization"),
@@ -200,7 +200,7 @@ def test_findings_round_trip_and_text(tmp_path):
 
 
 def test_missing_files_read_as_empty(tmp_path):
-    run = read_run_files(tmp_path)
+    run = read_run(tmp_path)
     assert run.history == {} and not run.grads and run.metrics == {}
     findings = diagnose_run(tmp_path)
     assert [f.id for f in findings] == ["healthy"]

@@ -166,8 +166,8 @@ _MIRRORED = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from kflow.insight.run_files import read_grad_norms
-    from kflow.train.engine import train
+    from kflow.run import read_grad_norms
+    from kflow.training.engine import train
     out = {}
     for strategy in ("default", "mirrored"):
         run = train("digits-mlp", epochs=2, run_dir=sys.argv[1] + "/" + strategy,

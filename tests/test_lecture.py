@@ -13,7 +13,7 @@ import pytest
 import kflow
 from kflow.data import train_val_test_split
 from kflow.insight.doctor import read_findings
-from kflow.insight.run_files import read_grad_norms
+from kflow.run import read_grad_norms
 from tests.conftest import REPO
 
 LECTURE = REPO / "recipes" / "lecture"

@@ -47,7 +47,7 @@ def test_mirrored_on_two_logical_cpus_matches_single_device(tmp_path):
 
 
 def test_unknown_strategy_is_a_config_error():
-    from kflow.train.strategy import resolve_strategy
+    from kflow.training.strategy import resolve_strategy
 
     with pytest.raises(ConfigError, match=r"Unknown strategy 'mirorred' \(did you mean "
                                           r"'mirrored'\?\)"):
@@ -55,7 +55,7 @@ def test_unknown_strategy_is_a_config_error():
 
 
 def test_tpu_requested_without_tpu_is_a_clear_error():
-    from kflow.train.strategy import resolve_strategy
+    from kflow.training.strategy import resolve_strategy
 
     with pytest.raises(ConfigError, match="no TPU was found"):
         resolve_strategy("tpu")

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E4
     EventAccumulator,
 )
 
-from kflow.train.callbacks import EpochTensorBoard  # noqa: E402
+from kflow.training.callbacks import EpochTensorBoard  # noqa: E402
 
 
 def _scalars(folder):

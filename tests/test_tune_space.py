@@ -7,8 +7,8 @@ import pytest
 import kflow
 from kflow.errors import ConfigError
 from kflow.recipe.overrides import resolve_recipe
-from kflow.tune import SearchSpace, hyperband_schedule, parse_search_args
-from kflow.tune.objective import logged_metrics, resolve_objective
+from kflow.tuning import SearchSpace, hyperband_schedule, parse_search_args
+from kflow.tuning.objective import logged_metrics, resolve_objective
 
 
 def _space(recipe="digits-mlp", set_args=(), **kwargs):
@@ -213,8 +213,8 @@ def test_kflow_tune_is_callable_and_cheap_to_import():
     import subprocess
     import sys
 
-    code = ("import sys, kflow, kflow.tune.space, kflow.tune; "
-            "assert callable(kflow.tune) and callable(kflow.tune.tune); "
+    code = ("import sys, kflow, kflow.tuning.space, kflow.tune; "
+            "assert callable(kflow.tune) and callable(kflow.tuning.tune); "
             "assert 'tensorflow' not in sys.modules and 'keras_tuner' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     assert math.isfinite(1.0) and kflow.tune.TUNERS == ("random", "grid", "bayesian",

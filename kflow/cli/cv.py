@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kflow.train.cross_validation import cross_validate
+    from kflow.training.cross_validation import cross_validate
 
     result = cross_validate(
         args.recipe, folds=args.folds, set_args=args.set_args, epochs=args.epochs,

@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kflow.train.engine import train
+    from kflow.training.engine import train
 
     result = train(
         args.recipe, set_args=args.set_args, epochs=args.epochs, run_dir=args.run_dir,

@@ -74,7 +74,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kflow.tune.search import tune
+    from kflow.tuning.search import tune
 
     result = tune(
         args.recipe, tuner=args.tuner, max_trials=args.max_trials, max_epochs=args.max_epochs,

@@ -98,7 +98,7 @@ def default_model_name(run: Any) -> str:
 def load_run_data(run_dir: Path) -> RunData:
     """The run's test and training splits, re-made from config.yaml (same seed)."""
     from kflow.recipe.overrides import resolve_recipe
-    from kflow.train.engine import prepare
+    from kflow.training.engine import prepare
 
     try:
         recipe, engine = resolve_recipe(str(run_dir / "config.yaml"))
@@ -269,7 +269,7 @@ def export_run(
     """
     from kflow.export.model_base import ModelBase, require_serving_api
     from kflow.export.tflite import parse_variants
-    from kflow.train.run import load_run
+    from kflow.run import load_run
 
     say = log or (lambda _msg: None)
     run_dir = Path(run_dir)
@@ -601,7 +601,7 @@ def _metadata(layout, task, class_names, output, files, spec, int8_io) -> dict[s
 
 def _write_reports(export_dir: Path, report: dict[str, Any]) -> None:
     from kflow.export.report import render_page
-    from kflow.train.run_dir import _json_default
+    from kflow.run import json_default as _json_default
 
     (export_dir / "export.json").write_text(
         json.dumps(report, indent=2, default=_json_default) + "\n")

@@ -294,7 +294,7 @@ class ModelBase:
         from google.protobuf import text_format
         from tensorflow_serving.config import model_server_config_pb2
 
-        from kflow.train.run_dir import atomic_write_text
+        from kflow.run import atomic_write_text
 
         path = self.path / MODELS_CONFIG
         cfg = (read_models_config(path) if path.is_file()

@@ -109,7 +109,7 @@ def _report_hook() -> Any:
 
 def attach_to_run_report(run_dir: str | Path, report: dict[str, Any]) -> str:
     """Puts the export section into the run's report; returns what was done (a sentence)."""
-    from kflow.train.run_dir import atomic_write_text
+    from kflow.run import atomic_write_text
 
     run_dir = Path(run_dir)
     section = render_section(report)

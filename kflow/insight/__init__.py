@@ -27,8 +27,6 @@ _EXPORTS = {
     "diagnose": "kflow.insight.doctor",
     "diagnose_run": "kflow.insight.doctor",
     "format_findings": "kflow.insight.doctor",
-    "read_run_files": "kflow.insight.run_files",
-    "read_grad_norms": "kflow.insight.run_files",
     "write_report": "kflow.insight.report",
     "compare_runs": "kflow.insight.compare",
     "lr_find": "kflow.insight.lr_finder",

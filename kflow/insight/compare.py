@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kflow.insight.run_files import RunFiles, read_run_files
+from kflow.run import Run, read_run
 
 __all__ = ["Comparison", "compare_runs"]
 
@@ -54,7 +54,7 @@ def _flat(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _row(run: RunFiles, label: str) -> dict[str, Any]:
+def _row(run: Run, label: str) -> dict[str, Any]:
     m = run.metrics
     row: dict[str, Any] = {"run": label, "recipe": run.config.get("recipe", "?"),
                            "epochs": m.get("epochs_run", len(run.history.get("loss", []))),
@@ -83,7 +83,7 @@ def compare_runs(run_dirs: list[str | Path], output: str | Path | None = "compar
     print(cmp.table())
     ```
     """
-    runs = [read_run_files(d) for d in run_dirs]
+    runs = [read_run(d) for d in run_dirs]
     labels = []
     for run in runs:
         label = run.path.name
@@ -107,10 +107,10 @@ def compare_runs(run_dirs: list[str | Path], output: str | Path | None = "compar
     return result
 
 
-def _write_html(path: Path, runs: list[RunFiles], labels: list[str], cmp: Comparison) -> Path:
+def _write_html(path: Path, runs: list[Run], labels: list[str], cmp: Comparison) -> Path:
     from kflow.insight.plots import plot_compare
     from kflow.insight.report import CSS, embed_png
-    from kflow.train.run_dir import atomic_write_text
+    from kflow.run import atomic_write_text
 
     png = plot_compare({label: run.history for label, run in zip(labels, runs, strict=True)})
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cmp.columns)

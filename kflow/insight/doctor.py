@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from kflow.insight.run_files import FINDINGS, TOTAL, GradRows, RunFiles, read_run_files
+from kflow.run import TOTAL, GradRows, Run, RunDir, read_run
 
 __all__ = [
     "Finding", "diagnose", "diagnose_run", "write_findings", "read_findings",
@@ -168,7 +168,7 @@ def _by_step(grads: GradRows, layer: str) -> dict[int, tuple[float, int]]:
 class _Context:
     """The run's figures, read once, for the rules."""
 
-    def __init__(self, run: RunFiles):
+    def __init__(self, run: Run):
         self.run = run
         self.h = run.history
         self.cfg = _flat_config(run.config)
@@ -585,11 +585,11 @@ def _rule_underfitting(c: _Context, skip: bool) -> Finding | None:
     )
 
 
-def diagnose(run: RunFiles) -> list[Finding]:
+def diagnose(run: Run) -> list[Finding]:
     """Applies the doctor's rules to a run's figures.
 
     Args:
-        run: The run's files, as read by `kflow.insight.run_files.read_run_files`.
+        run: The run's files, as read by `kflow.run.read_run`.
 
     Returns:
         The findings, most severe first; a single `healthy` finding when no
@@ -639,22 +639,20 @@ def diagnose_run(run_dir: str | Path) -> list[Finding]:
         print(finding.severity, finding.title, finding.evidence)
     ```
     """
-    return diagnose(read_run_files(run_dir))
+    return diagnose(read_run(run_dir))
 
 
 def write_findings(run_dir: str | Path, findings: list[Finding]) -> Path:
     """Writes `findings.json` (atomically) and returns its path."""
-    from kflow.train.run_dir import atomic_write_text
-
-    path = Path(run_dir) / FINDINGS
-    atomic_write_text(path, json.dumps([f.to_dict() for f in findings], indent=2,
-                                       default=float) + "\n")
-    return path
+    rd = RunDir(run_dir)
+    rd.write_text(rd.findings, json.dumps([f.to_dict() for f in findings], indent=2,
+                                          default=float) + "\n")
+    return rd.findings
 
 
 def read_findings(run_dir: str | Path) -> list[Finding]:
     """Reads `findings.json` of a run directory ([] when missing)."""
-    path = Path(run_dir) / FINDINGS
+    path = RunDir(run_dir).findings
     if not path.is_file():
         return []
     return [Finding(**item) for item in json.loads(path.read_text())]

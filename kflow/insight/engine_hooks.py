@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kflow.insight.run_files import CONFUSION, GRAD_NORMS
+from kflow.run import RunDir
 
 __all__ = ["InsightHooks", "wrap_model"]
 
@@ -54,8 +54,9 @@ class InsightHooks:
             if probe_x is not None:
                 self.callbacks.append(DeadUnitMonitor(probe_x))
             self.callbacks.append(GradientNormLogger(
-                csv_path=self.run_dir / GRAD_NORMS if self.run_dir else None,
-                tensorboard_dir=self.run_dir / "tensorboard" / "train" if self.run_dir else None,
+                csv_path=RunDir(self.run_dir).grad_norms if self.run_dir else None,
+                tensorboard_dir=RunDir(self.run_dir).tensorboard / "train" if self.run_dir
+                else None,
             ))
         from kflow.insight.progbar import CompactProgbar
 
@@ -80,21 +81,19 @@ class InsightHooks:
         start = time.perf_counter()
         try:
             from kflow.insight.confusion import confusion_matrix
-            from kflow.train.run_dir import RunDir
-
             test = getattr(splits, "test", None)
             if test is not None and test.task in ("multiclass", "binary"):
                 cm = confusion_matrix(model, test.x, test.y, test.task, test.class_names,
                                       batch_size=max(batch_size, 256))
                 if cm is not None:
-                    RunDir(self.run_dir).write_json(self.run_dir / CONFUSION, cm)
+                    RunDir(self.run_dir).write_json(RunDir(self.run_dir).confusion, cm)
             self.report()
         except Exception as exc:  # noqa: BLE001 - insight must not lose a finished run
             if self.log:
                 self.log(f"could not write the report: {type(exc).__name__}: {exc}")
             return
         if self.log:
-            self.log(f"report: {self.run_dir / 'report.html'} "
+            self.log(f"report: {RunDir(self.run_dir).report} "
                      f"({time.perf_counter() - start:.1f}s)")
 
     def report(self) -> None:

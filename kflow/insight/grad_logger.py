@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kflow.insight.run_files import GRAD_NORMS_COLUMNS, TOTAL
+from kflow.run import GRAD_NORMS_COLUMNS, TOTAL
 
 __all__ = ["GradientNormLogger"]
 
@@ -77,7 +77,7 @@ class GradientNormLogger(keras.callbacks.Callback):
 
     def _drop_redone_rows(self, after_step: int) -> None:
         """Removes CSV rows of steps > `after_step` (a resumed run redoes them)."""
-        from kflow.train.run_dir import atomic_write_text
+        from kflow.run import atomic_write_text
 
         if self.csv_path is None or not self.csv_path.is_file():
             return

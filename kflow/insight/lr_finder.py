@@ -202,7 +202,7 @@ def lr_find(
     """
     from kflow.optim.optimizers import build_optimizer
     from kflow.recipe.overrides import resolve_recipe
-    from kflow.train.engine import prepare, set_seed
+    from kflow.training.engine import prepare, set_seed
 
     recipe_obj, engine_opts = resolve_recipe(recipe, overrides, set_args)
     seed = int(seed if seed is not None else engine_opts.get("seed", 0))

@@ -55,7 +55,7 @@ class NanGuard(keras.callbacks.Callback):
         self._good_weights = None
         self._good_epoch = 0
         self._epoch = 0
-        from kflow.train.callbacks._writer import VariableReader
+        from kflow.training.callbacks._writer import VariableReader
 
         self._read = VariableReader()  # all weights in one call, not one eager op each
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from kflow.insight.run_files import TOTAL, GradRows
+from kflow.run import TOTAL, GradRows
 
 __all__ = [
     "plot_learning_curves", "plot_gradient_norms", "plot_learning_rate", "plot_dead_units",

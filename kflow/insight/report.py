@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from kflow.insight.doctor import Finding, diagnose, read_findings
-from kflow.insight.run_files import REPORT, RunFiles, read_run_files
+from kflow.run import Run, RunDir, read_run
 
 __all__ = ["write_report", "render_report", "embed_png", "CSS"]
 
@@ -92,7 +92,7 @@ def _findings_html(findings: list[Finding]) -> str:
     return "".join(out) or "<p class='note'>No findings.</p>"
 
 
-def render_report(run: RunFiles, findings: list[Finding]) -> str:
+def render_report(run: Run, findings: list[Finding]) -> str:
     """The report of a run as an HTML string."""
     from kflow.insight import plots
 
@@ -152,11 +152,9 @@ def write_report(run_dir: str | Path, findings: list[Finding] | None = None) -> 
     path = kflow.insight.write_report("runs/digits-cnn-1a2b3c4d")
     ```
     """
-    from kflow.train.run_dir import atomic_write_text
-
-    run = read_run_files(run_dir)
+    run = read_run(run_dir)
     if findings is None:
         findings = read_findings(run.path) or diagnose(run)
-    path = run.path / REPORT
-    atomic_write_text(path, render_report(run, findings))
-    return path
+    rd = RunDir(run.path)
+    rd.write_text(rd.report, render_report(run, findings))
+    return rd.report

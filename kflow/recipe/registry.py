@@ -32,15 +32,28 @@ def register_recipe(cls: type[Recipe]) -> type[Recipe]:
     return cls
 
 
-def recipe_search_path() -> list[Path]:
-    """Folders scanned for recipe files, in order.
+#: The recipes shipped inside the package (`kflow/catalog/`), by module.
+BUILTIN_MODULES = (
+    "kflow.catalog.digits_mlp",
+    "kflow.catalog.digits_cnn",
+    "kflow.catalog.digits_resnet",
+    "kflow.catalog.breast_cancer_mlp",
+    "kflow.catalog.tabular",
+    "kflow.catalog.lecture_mlp",
+    "kflow.catalog.lecture_step_size",
+)
 
-    `$KFLOW_RECIPES_PATH` (os.pathsep-separated), `./recipes`, and the
-    `recipes/` folder shipped beside the `kflow` package.
+
+def recipe_search_path() -> list[Path]:
+    """Folders whose recipe files `kflow recipes` lists: `$KFLOW_RECIPES_PATH` only.
+
+    The variable (os.pathsep-separated folders) is the user's explicit choice
+    to import every `*.py` in those folders. Nothing else is scanned: not the
+    current directory, not a run directory. A recipe file elsewhere is
+    imported only when it is named (`kflow train my_recipe.py`, or
+    `recipe: my_recipe.py` in a YAML file the user passes).
     """
     paths = [Path(p) for p in os.environ.get("KFLOW_RECIPES_PATH", "").split(os.pathsep) if p]
-    paths.append(Path.cwd() / "recipes")
-    paths.append(Path(__file__).resolve().parents[2] / "recipes")
     seen, result = set(), []
     for p in paths:
         rp = p.resolve()
@@ -55,6 +68,10 @@ def _scan() -> None:
     if _SCANNED:
         return
     _SCANNED = True
+    import importlib
+
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
     for folder in recipe_search_path():
         for path in sorted(folder.rglob("*.py")):
             if path.name.startswith("_"):
@@ -120,8 +137,6 @@ def get_recipe_class(spec: str) -> type[Recipe]:
                 f"'{path_part}:ClassName'."
             )
         return concrete[0]
-    if spec in _RECIPES:
-        return _RECIPES[spec]
     recipes = list_recipes()
     if spec in recipes:
         return recipes[spec]

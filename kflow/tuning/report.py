@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from kflow.train.run_dir import atomic_write_text
-from kflow.tune.objective import Objective
-from kflow.tune.space import SearchSpace
+from kflow.run import atomic_write_text
+from kflow.tuning.objective import Objective
+from kflow.tuning.space import SearchSpace
 
 __all__ = ["TrialRow", "write_trials_csv", "write_report", "write_best_yaml", "importance"]
 

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kflow.tune.objective import Objective
-from kflow.tune.space import SearchSpace
+from kflow.tuning.objective import Objective
+from kflow.tuning.space import SearchSpace
 
 __all__ = ["TrialOutcome", "TrialRunner", "read_outcome"]
 
@@ -125,7 +125,7 @@ class TrialRunner:
 
     def __call__(self, trial_id: str, values: Mapping[str, Any]) -> TrialOutcome:
         """Runs (or reads back) one trial and writes its `trial.json`."""
-        from kflow.train.run_dir import RunDir, atomic_write_text
+        from kflow.run import RunDir, atomic_write_text
 
         trial_dir = self.trial_dir(trial_id)
         searched = {k: v for k, v in self.space.active(values).items()}
@@ -151,8 +151,8 @@ class TrialRunner:
 
     def _train(self, recipe: Any, trial_dir: Path, outcome: TrialOutcome,
                finished: bool) -> None:
-        from kflow.train.engine import train
-        from kflow.train.run import load_run
+        from kflow.training.engine import train
+        from kflow.run import load_run
 
         if finished:
             run = load_run(trial_dir, load_model=False)
@@ -166,7 +166,7 @@ class TrialRunner:
     def _cross_validate(self, recipe: Any, trial_dir: Path, outcome: TrialOutcome) -> None:
         """Scores the mean held-out metric of `kflow.cross_validate` (K folds of train +
         validation; the test split stays unused). A finished trial's `cv.json` is read back."""
-        from kflow.train.cross_validation import cross_validate
+        from kflow.training.cross_validation import cross_validate
 
         cv_file = trial_dir / "cv.json"
         if cv_file.is_file() and (trial_dir / "config.yaml").is_file():

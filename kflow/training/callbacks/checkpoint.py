@@ -8,8 +8,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kflow.train.callbacks import _writer
-from kflow.train.run_dir import atomic_save
+from kflow.training.callbacks import _writer
+from kflow.run import atomic_save
 
 __all__ = ["BestModelCheckpoint"]
 

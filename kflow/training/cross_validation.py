@@ -107,8 +107,8 @@ def _fit_fold(recipe: Recipe, fit_part: Any, held_out: Any, seed: int) -> dict[s
 
     from kflow.data.pipeline import make_dataset
     from kflow.data.splits import train_val_test_split
-    from kflow.train.callbacks import ExplainedEarlyStopping
-    from kflow.train.engine import compile_model, set_seed
+    from kflow.training.callbacks import ExplainedEarlyStopping
+    from kflow.training.engine import compile_model, set_seed
 
     h = recipe.hparams
     keras.backend.clear_session()
@@ -199,8 +199,8 @@ def cross_validate(
     from kflow.data.dataset import concat_datasets
     from kflow.data.splits import kfold_splits
     from kflow.recipe.overrides import resolve_recipe
-    from kflow.train.engine import prepare, resolved_config, set_seed
-    from kflow.train.run_dir import RunDir, atomic_write_text, config_hash
+    from kflow.training.engine import prepare, resolved_config, set_seed
+    from kflow.run import RunDir, atomic_write_text, config_hash
 
     overrides = dict(overrides or {})
     if epochs is not None:

@@ -10,8 +10,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from kflow.train.callbacks import _writer
-from kflow.train.run_dir import atomic_save, atomic_write_text
+from kflow.training.callbacks import _writer
+from kflow.run import atomic_save, atomic_write_text
 
 __all__ = ["ExplainedEarlyStopping"]
 

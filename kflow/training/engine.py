@@ -11,8 +11,8 @@ from typing import Any
 
 from kflow.recipe.base import Recipe
 from kflow.recipe.overrides import resolve_recipe
-from kflow.train.run import Run, read_history
-from kflow.train.run_dir import RunDir, atomic_save, atomic_write_text, config_hash
+from kflow.run import Run, read_history
+from kflow.run import RunDir, atomic_save, atomic_write_text, config_hash
 
 __all__ = ["train", "resolved_config", "auto_steps_per_execution", "prepare"]
 
@@ -190,14 +190,14 @@ def train(
     import keras
     import yaml
 
-    from kflow.train.callbacks import (
+    from kflow.training.callbacks import (
         BestModelCheckpoint,
         EpochTensorBoard,
         ExplainedEarlyStopping,
         ResumableBackup,
         wait_for_writes,
     )
-    from kflow.train.strategy import describe_strategy, resolve_strategy
+    from kflow.training.strategy import describe_strategy, resolve_strategy
 
     overrides = dict(overrides or {})
     if epochs is not None:

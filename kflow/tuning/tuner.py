@@ -22,8 +22,8 @@ import keras_tuner
 from keras_tuner.src.distribute import utils as dist_utils
 from keras_tuner.src.engine import trial as trial_module
 
-from kflow.train.run_dir import atomic_write_text
-from kflow.tune.trial import TrialOutcome, TrialRunner
+from kflow.run import atomic_write_text
+from kflow.tuning.trial import TrialOutcome, TrialRunner
 
 __all__ = ["KflowTuner", "make_oracle", "serve_oracle", "is_chief", "is_worker", "tuner_id"]
 

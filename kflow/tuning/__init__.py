@@ -18,13 +18,9 @@ Modules: `space` (the search space), `objective`, `trial` (one trial; with
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
-from kflow.tune.objective import Objective
-from kflow.tune.search import TUNERS, TuneResult, hyperband_schedule, tune
-from kflow.tune.space import Dim, SearchSpace, parse_search_args
+from kflow.tuning.objective import Objective
+from kflow.tuning.search import TUNERS, TuneResult, hyperband_schedule, tune
+from kflow.tuning.space import Dim, SearchSpace, parse_search_args
 
 __all__ = [
     "tune",
@@ -37,14 +33,3 @@ __all__ = [
     "hyperband_schedule",
 ]
 
-
-class _CallableModule(types.ModuleType):
-    """`kflow.tune` is both this package and the function `tune`: importing a
-    submodule (`kflow.tune.space`) binds the package to `kflow.tune`, so the
-    package forwards calls to the function and `kflow.tune(...)` always works."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> TuneResult:
-        return tune(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

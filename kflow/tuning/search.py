@@ -15,10 +15,10 @@ from typing import Any
 
 from kflow.errors import ConfigError, RunError, did_you_mean
 from kflow.recipe.base import Recipe
-from kflow.tune.objective import Objective, resolve_objective
-from kflow.tune.report import TrialRow, write_best_yaml, write_report, write_trials_csv
-from kflow.tune.space import SearchSpace
-from kflow.tune.trial import COMPLETED, TrialOutcome, TrialRunner, read_outcome
+from kflow.tuning.objective import Objective, resolve_objective
+from kflow.tuning.report import TrialRow, write_best_yaml, write_report, write_trials_csv
+from kflow.tuning.space import SearchSpace
+from kflow.tuning.trial import COMPLETED, TrialOutcome, TrialRunner, read_outcome
 
 __all__ = ["tune", "TuneResult", "hyperband_schedule", "TUNERS", "DEFAULT_MAX_TRIALS"]
 
@@ -92,7 +92,7 @@ def _pinned_names(spec: Any, cls: type[Recipe], overrides: Mapping[str, Any] | N
                   set_args: Iterable[str]) -> tuple[set[str], dict[str, Any]]:
     """Hyperparameters given a value (YAML, overrides, --set), and the YAML search block."""
     from kflow.recipe.overrides import ENGINE_KEYS, flatten_overrides, load_yaml, parse_set_args
-    from kflow.tune.space import _canonical
+    from kflow.tuning.space import _canonical
 
     pinned: set[str] = set()
     search: dict[str, Any] = {}
@@ -116,7 +116,7 @@ def _pinned_names(spec: Any, cls: type[Recipe], overrides: Mapping[str, Any] | N
 
 
 def _settings_hash(settings: Mapping[str, Any]) -> str:
-    from kflow.train.run_dir import config_hash
+    from kflow.run import config_hash
 
     return config_hash(dict(settings))
 
@@ -124,7 +124,7 @@ def _settings_hash(settings: Mapping[str, Any]) -> str:
 def _check_settings(tune_dir: Path, settings: dict[str, Any], overwrite: bool,
                     worker: bool) -> bool:
     """Writes or compares `tune_config.json`; returns whether a search is resumed."""
-    from kflow.train.run_dir import atomic_write_text
+    from kflow.run import atomic_write_text
 
     path = tune_dir / "tune_config.json"
     if path.is_file() and overwrite and not worker:
@@ -179,7 +179,7 @@ def tune(
 
     The space is the recipe's declared `search=` ranges, changed by `search`
     (and a YAML config's `search:` block) and `search_args` (`--search`);
-    see `kflow.tune.space`. Every trial is a `kflow.train` run in
+    see `kflow.tuning.space`. Every trial is a `kflow.train` run in
     `tune_dir/trials/<trial_id>/` with the same seed (so the same split),
     early stopping on. Re-running the same call continues an interrupted
     search without repeating finished trials. Failed trials (an exception, a
@@ -236,7 +236,7 @@ def tune(
     ```
     """
     from kflow.recipe.overrides import resolve_recipe
-    from kflow.train.engine import recipe_reference, resolved_config
+    from kflow.training.engine import recipe_reference, resolved_config
 
     log = (lambda m: print("kflow:", m, flush=True)) if verbose else (lambda m: None)
     # -- check everything before any trial ------------------------------------------
@@ -297,7 +297,7 @@ def tune(
     if tune_dir is None:
         tune_dir = Path(tunes_root) / f"tune-{label}-{tuner}-{_settings_hash(settings)}"
     tune_dir = Path(tune_dir)
-    from kflow.tune import tuner as kt_bridge
+    from kflow.tuning import tuner as kt_bridge
 
     worker, chief = kt_bridge.is_worker(), kt_bridge.is_chief()
     resumed = _check_settings(tune_dir, settings, overwrite, worker)
@@ -491,9 +491,9 @@ def _write_outputs(tune_dir: Path, rows: list[TrialRow], space: SearchSpace, obj
 
 def _retrain(result: TuneResult, runner: TrialRunner, log: Any) -> Any:
     """Trains the best configuration on train + validation for its best epoch count."""
-    from kflow.train.engine import train
-    from kflow.train.run import load_run
-    from kflow.train.run_dir import RunDir
+    from kflow.training.engine import train
+    from kflow.run import load_run
+    from kflow.run import RunDir
 
     best = result.best
     epochs = max(1, int(round(best.best_epoch or best.epochs_run or runner.max_epochs)))

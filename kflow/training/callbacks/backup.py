@@ -8,8 +8,8 @@ import os
 import keras
 import numpy as np
 
-from kflow.train.callbacks import _writer
-from kflow.train.run_dir import atomic_save, atomic_write_text
+from kflow.training.callbacks import _writer
+from kflow.run import atomic_save, atomic_write_text
 
 __all__ = ["ResumableBackup"]
 

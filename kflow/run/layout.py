@@ -1,0 +1,220 @@
+"""The run directory's layout: every file name, and the run's state.
+
+This module is the only place that spells a run file's name. Everything else
+asks a `RunDir` (`rd.config`, `rd.report`, ...) or reads through
+`kflow.run.read_run` / `kflow.run.load_run`.
+
+| path                     | written by                    | content                                   |
+|--------------------------|-------------------------------|-------------------------------------------|
+| `config.yaml`            | the trainer, first            | the resolved configuration (reproduces the run) |
+| `run.json`               | the trainer                   | data facts: task, classes, features, sizes |
+| `status.json`            | the trainer                   | running / interrupted / failed / finished |
+| `history.csv`            | CSVLogger                     | one row per epoch (`epoch` counts from 1) |
+| `grad_norms.csv`         | gradient-norm logger          | per logged step and layer: norms, ratio   |
+| `backup/`                | resumable backup              | resume state; removed once finished       |
+| `checkpoints/best.keras` | best-model checkpoint         | the best epoch's model                    |
+| `tensorboard/`           | TensorBoard writer            | event files                               |
+| `model.keras`            | the trainer, after training   | the final model (plain Keras)             |
+| `metrics.json`           | the trainer                   | train/val/test metrics and stop reason    |
+| `confusion_matrix.json`  | the trainer (classifiers)     | test-split confusion matrix               |
+| `findings.json`          | the doctor                    | the doctor's findings                     |
+| `report.html`            | the report                    | the self-contained HTML report            |
+| `export/`                | `kflow export`                | TFLite files, metadata, `export.json`     |
+| `cv.json`, `cv.csv`      | `kflow cv`                    | per-fold and mean ± std metrics           |
+
+A run is *finished* when `status.json` says so; that marker is written last,
+after every other file. Until then `backup/` is kept, and re-running the
+same command resumes training or completes the missing files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from kflow.errors import RunError
+from kflow.run.atomic import atomic_write_text
+
+__all__ = ["RunDir", "config_hash", "json_default"]
+
+# File and folder names, relative to the run directory.
+CONFIG = "config.yaml"
+INFO = "run.json"
+STATUS = "status.json"
+HISTORY = "history.csv"
+GRAD_NORMS = "grad_norms.csv"
+BACKUP = "backup"
+CHECKPOINTS = "checkpoints"
+BEST = "best.keras"
+TENSORBOARD = "tensorboard"
+MODEL = "model.keras"
+METRICS = "metrics.json"
+CONFUSION = "confusion_matrix.json"
+FINDINGS = "findings.json"
+REPORT = "report.html"
+EXPORT = "export"
+CV_JSON = "cv.json"
+CV_CSV = "cv.csv"
+FINISHED = "finished"
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A short, stable hash of a configuration (names default run directories)."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha1(blob).hexdigest()[:8]
+
+
+def json_default(obj: Any) -> Any:
+    """`json.dumps(default=...)` for NumPy scalars and arrays and paths."""
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+class RunDir:
+    """Paths and state of one run directory (the layout is in this module's docstring).
+
+    Args:
+        path: The run directory (need not exist yet).
+
+    Example:
+
+    ```python
+    rd = RunDir("runs/digits-cnn-1a2b3c4d")
+    if rd.finished:
+        print(rd.metrics.read_text())
+    ```
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    config = property(lambda self: self.path / CONFIG)
+    info = property(lambda self: self.path / INFO)
+    status_file = property(lambda self: self.path / STATUS)
+    history = property(lambda self: self.path / HISTORY)
+    grad_norms = property(lambda self: self.path / GRAD_NORMS)
+    backup = property(lambda self: self.path / BACKUP)
+    checkpoints = property(lambda self: self.path / CHECKPOINTS)
+    best_checkpoint = property(lambda self: self.path / CHECKPOINTS / BEST)
+    tensorboard = property(lambda self: self.path / TENSORBOARD)
+    model = property(lambda self: self.path / MODEL)
+    metrics = property(lambda self: self.path / METRICS)
+    confusion = property(lambda self: self.path / CONFUSION)
+    findings = property(lambda self: self.path / FINDINGS)
+    report = property(lambda self: self.path / REPORT)
+    export = property(lambda self: self.path / EXPORT)
+    cv_json = property(lambda self: self.path / CV_JSON)
+    cv_csv = property(lambda self: self.path / CV_CSV)
+
+    def __repr__(self) -> str:
+        return f"RunDir('{self.path}')"
+
+    # -- state ----------------------------------------------------------------
+    @property
+    def is_run(self) -> bool:
+        """Whether the folder holds a kflow run (finished or not)."""
+        return self.config.is_file() or self.info.is_file() or self.status_file.is_file()
+
+    @property
+    def trained(self) -> bool:
+        """Training is over: the final model and metrics exist (files may still be missing)."""
+        return self.metrics.is_file() and self.model.is_file()
+
+    @property
+    def finished(self) -> bool:
+        """The run is complete: the finished marker, written last, is there."""
+        return self.trained and self.status().get("state") == FINISHED
+
+    @property
+    def resumable(self) -> bool:
+        """Unfinished, with something to continue from (a backup, or a trained model)."""
+        if self.finished:
+            return False
+        return (self.backup / "training_metadata.json").is_file() or self.trained
+
+    def status(self) -> dict[str, Any]:
+        """`status.json` as a dict (`{}` when missing or unreadable)."""
+        return read_json(self.status_file)
+
+    def write_status(self, state: str, **extra: Any) -> None:
+        self.write_json(self.status_file, {"state": state, **extra})
+
+    def mark_finished(self, **extra: Any) -> None:
+        """Writes the finished marker (call last), then drops the resume state."""
+        self.write_status(FINISHED, **extra)
+        shutil.rmtree(self.backup, ignore_errors=True)
+
+    def write_json(self, path: Path | str, data: Any) -> None:
+        """Writes `data` as JSON to `path` (a file of this run) atomically."""
+        atomic_write_text(self.path / path,
+                          json.dumps(data, indent=2, default=json_default) + "\n")
+
+    def write_text(self, path: Path | str, text: str) -> None:
+        atomic_write_text(self.path / path, text)
+
+    def read_json(self, path: Path | str) -> dict[str, Any]:
+        return read_json(self.path / path)
+
+    # -- choosing a run directory -----------------------------------------------
+    @classmethod
+    def choose(cls, root: str | Path, stem: str) -> tuple[RunDir, bool]:
+        """Picks `root/stem`, `root/stem-2`, ...: the first unfinished run to resume,
+        or the first free name. Returns the run dir and whether it resumes."""
+        root = Path(root)
+        for i in range(1, 10_000):
+            candidate = cls(root / (stem if i == 1 else f"{stem}-{i}"))
+            if not candidate.path.exists():
+                return candidate, False
+            if not candidate.finished:  # unfinished: resume it, or reuse it if no progress
+                return candidate, candidate.resumable
+        raise RunError(f"Too many runs named {stem} under {root}.")
+
+    @classmethod
+    def explicit(cls, path: str | Path, overwrite: bool = False) -> tuple[RunDir, bool]:
+        """Uses `path` as given: resumes an unfinished run, refuses a finished one."""
+        run = cls(path)
+        if run.finished and not overwrite:
+            raise RunError(
+                f"Run directory '{path}' already holds a finished run; choose another "
+                "--run-dir or pass --overwrite to replace it."
+            )
+        if run.finished and overwrite:
+            shutil.rmtree(run.path)
+        return run, run.resumable
+
+    def require_run(self) -> None:
+        """Raises a RunError unless the folder is a kflow run directory."""
+        if not self.path.is_dir():
+            raise RunError(f"Run directory '{self.path}' does not exist.")
+        if not self.is_run:
+            raise RunError(
+                f"'{self.path}' is not a kflow run directory (it has no {CONFIG}, {INFO} "
+                f"or {STATUS}). Pass a folder that `kflow train` created, e.g. runs/NAME-HASH."
+            )
+
+    def require_trained(self) -> None:
+        """Raises a RunError unless the run has its final model and metrics."""
+        self.require_run()
+        if not self.trained:
+            raise RunError(
+                f"Run directory '{self.path}' has no {MODEL}: the run did not finish. "
+                "Re-run its training command to resume it."
+            )
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file as a dict; `{}` when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, OSError):
+        return {}
