@@ -31,7 +31,7 @@ class DigitsCNN(LayerChoices, Recipe):
 
     def build_preprocessing(self, inputs, train):
         x = augment(inputs, self.augmentation, value_range=(0.0, 16.0),
-                    seed=getattr(self, "_seed", None))
+                    seed=self.seed)
         return super().build_preprocessing(x, train)
 
     def build_backbone(self, x):

@@ -127,9 +127,7 @@ class Tabular(LayerChoices, Recipe):
 
     def data_path(self) -> Path:
         """`path`, resolved against the YAML file's folder when relative."""
-        path = Path(self.path).expanduser()
-        base = getattr(self, "config_dir", None)
-        return path if path.is_absolute() or not base else Path(base) / path
+        return self.resolve_path(self.path)
 
     def config(self) -> dict[str, dict[str, Any]]:
         cfg = super().config()

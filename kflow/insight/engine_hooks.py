@@ -1,7 +1,8 @@
 """How `kflow.train` plugs training insight in: callbacks and end-of-run files.
 
-The engine builds an `InsightHooks`, puts `hooks.callbacks` first in its
-callback list (so CSVLogger and TensorBoard see the logs they add), merges
+The trainer builds an `InsightHooks`, places `hooks.named_callbacks()` by its
+`CALLBACK_ORDER` (before the history CSV and TensorBoard, so they see the logs
+these add), merges
 `hooks.extra_metrics()` into `metrics.json`, and calls `hooks.finish(...)`
 once the run directory is complete.
 """
@@ -46,21 +47,30 @@ class InsightHooks:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.log = log
         self.nan_guard = NanGuard(log=log)
-        self.callbacks: list[Any] = [self.nan_guard, LearningRateLogger()]
+        self._named: list[tuple[str, Any]] = [("nan_guard", self.nan_guard),
+                                              ("lr_logger", LearningRateLogger())]
         if grad_log_every:
             from kflow.insight.dead_units import DeadUnitMonitor
             from kflow.insight.grad_logger import GradientNormLogger
 
             if probe_x is not None:
-                self.callbacks.append(DeadUnitMonitor(probe_x))
-            self.callbacks.append(GradientNormLogger(
-                csv_path=RunDir(self.run_dir).grad_norms if self.run_dir else None,
-                tensorboard_dir=RunDir(self.run_dir).tensorboard / "train" if self.run_dir
-                else None,
-            ))
+                self._named.append(("dead_units", DeadUnitMonitor(probe_x)))
+            rd = RunDir(self.run_dir) if self.run_dir is not None else None
+            self._named.append(("grad_norms", GradientNormLogger(
+                csv_path=rd.grad_norms if rd else None,
+                tensorboard_dir=rd.tensorboard / "train" if rd else None,
+            )))
         from kflow.insight.progbar import CompactProgbar
 
-        self.callbacks.append(CompactProgbar())  # after the callbacks that add logs
+        self._named.append(("progress", CompactProgbar()))
+
+    def named_callbacks(self) -> list[tuple[str, Any]]:
+        """`(slot, callback)` pairs; the trainer orders them by its `CALLBACK_ORDER`."""
+        return list(self._named)
+
+    @property
+    def callbacks(self) -> list[Any]:
+        return [cb for _, cb in self._named]
 
     def extra_metrics(self) -> dict[str, Any]:
         """What `metrics.json` records about a NaN stop (`{}` when there was none)."""

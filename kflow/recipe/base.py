@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kflow.blocks.activations import ACTIVATIONS
 from kflow.blocks.initializers import INITIALIZERS
 from kflow.blocks.regularizers import REGULARIZERS
 from kflow.errors import ConfigError, did_you_mean
-from kflow.optim.optimizers import OPTIMIZERS
+from kflow.optim.optimizers import MOMENTUM_OPTIMIZERS, NESTEROV_OPTIMIZERS, OPTIMIZERS
 from kflow.optim.schedules import SCHEDULES
 from kflow.recipe.hparams import Bool, Choice, Float, HParam, Int
 
@@ -46,6 +47,11 @@ class Recipe:
     declared here, so every recipe uses the same names.
 
     Args:
+        seed: Seed for initializers and data randomness the recipe controls
+            (the trainer passes the run's seed). Defaults to 0.
+        config_dir: Folder that relative paths in the recipe's settings are
+            resolved against (the YAML config's folder). Defaults to `None`
+            (the current directory).
         **hparams: Hyperparameter values overriding the declared defaults.
 
     Example:
@@ -87,8 +93,10 @@ class Recipe:
     momentum = Float(
         0.0, low=0.0, high=1.0, high_inclusive=False, group="optimizer",
         doc="Momentum (SGD and RMSprop only): remembers past directions.",
+        requires={"optimizer": sorted(MOMENTUM_OPTIMIZERS)},
     )
-    nesterov = Bool(False, group="optimizer", doc="Nesterov momentum (SGD only).")
+    nesterov = Bool(False, group="optimizer", doc="Nesterov momentum (SGD only).",
+                    requires={"optimizer": sorted(NESTEROV_OPTIMIZERS)})
     weight_decay = Float(
         0.0, low=0.0, group="optimizer",
         doc="Decoupled weight decay (AdamW, or any optimizer's weight_decay).",
@@ -97,12 +105,15 @@ class Recipe:
         "constant", registry=SCHEDULES, group="optimizer",
         doc="Learning-rate schedule over training.",
     )
-    warmup_epochs = Int(0, low=0, group="optimizer", doc="Linear warm-up epochs.")
+    warmup_epochs = Int(0, low=0, group="optimizer", doc="Linear warm-up epochs.",
+                        requires={"lr_schedule": ("constant", "cosine")})
     decay_rate = Float(
         0.5, low=0.0, high=1.0, low_inclusive=False, group="optimizer",
         doc="Multiplier per decay period (step / exponential schedules).",
+        requires={"lr_schedule": ("exponential", "step")},
     )
-    decay_epochs = Int(10, low=1, group="optimizer", doc="Epochs per decay period.")
+    decay_epochs = Int(10, low=1, group="optimizer", doc="Epochs per decay period.",
+                       requires={"lr_schedule": ("exponential", "step")})
     clipnorm = Float(
         None, low=0.0, low_inclusive=False, nullable=True, group="optimizer",
         doc="Clip each variable's gradient to this L2 norm (none: off).",
@@ -153,7 +164,10 @@ class Recipe:
 
             register_recipe(cls)
 
-    def __init__(self, **hparams: Any):
+    def __init__(self, *, seed: int = 0, config_dir: str | Path | None = None,
+                 **hparams: Any):
+        self.seed = int(seed)
+        self.config_dir = Path(config_dir) if config_dir is not None else None
         specs = self.hparam_specs()
         self.hparams: dict[str, Any] = {}
         for key in hparams:
@@ -193,26 +207,33 @@ class Recipe:
         )
 
     def validate(self) -> None:
-        """Checks combinations of values; override to add recipe-specific checks."""
-        opt = self.hparams["optimizer"]
-        if self.hparams["nesterov"] and opt != "sgd":
-            raise ConfigError(
-                f"The 'nesterov' parameter of {self.name} only applies to optimizer=sgd. "
-                f"Got optimizer={opt!r}; set nesterov=false or optimizer=sgd."
-            )
-        if self.hparams["momentum"] and opt not in ("sgd", "rmsprop"):
-            raise ConfigError(
-                f"The 'momentum' parameter of {self.name} only applies to optimizer=sgd or "
-                f"rmsprop. Got optimizer={opt!r} with momentum={self.hparams['momentum']}."
-            )
+        """Checks combinations of values; override (and call super) to add your own.
+
+        The declared conditions (`requires=` of each hyperparameter) are checked
+        here: a value other than the default needs its condition to hold.
+        """
+        owner = self.name or type(self).__name__
+        specs = self.hparam_specs()
+        for key, spec in specs.items():
+            value = self.hparams[key]
+            if not spec.requires or value == self.default_of(key) or not value:
+                continue
+            for parent, allowed in spec.requires.items():
+                if parent in self.hparams and self.hparams[parent] not in allowed:
+                    raise ConfigError(
+                        f"The '{key}' parameter of {owner} only applies to {parent}="
+                        f"{' or '.join(map(str, allowed))}. Got {parent}="
+                        f"{self.hparams[parent]!r} with {key}={value!r}; leave {key} at its "
+                        f"default or set {parent} accordingly."
+                    )
         if self.hparams["clipnorm"] and self.hparams["global_clipnorm"]:
             raise ConfigError(
-                f"Set either 'clipnorm' (per variable) or 'global_clipnorm' for {self.name}, "
+                f"Set either 'clipnorm' (per variable) or 'global_clipnorm' for {owner}, "
                 "not both."
             )
         if self.hparams["val_fraction"] + self.hparams["test_fraction"] >= 0.9:
             raise ConfigError(
-                f"val_fraction + test_fraction of {self.name} must be < 0.9 so that "
+                f"val_fraction + test_fraction of {owner} must be < 0.9 so that "
                 f"data is left to train on. Got {self.hparams['val_fraction']} + "
                 f"{self.hparams['test_fraction']}."
             )
@@ -224,6 +245,22 @@ class Recipe:
             section = grouped.setdefault(spec.group, {})
             section["name" if key == spec.group else key] = self.hparams[key]
         return grouped
+
+    def with_context(self, *, seed: int | None = None,
+                     config_dir: str | Path | None = None, **hparams: Any) -> Recipe:
+        """A copy with another seed, config folder or hyperparameter values (validated)."""
+        return type(self)(
+            seed=self.seed if seed is None else seed,
+            config_dir=self.config_dir if config_dir is None else config_dir,
+            **{**self.hparams, **hparams},
+        )
+
+    def resolve_path(self, path: str | Path) -> Path:
+        """`path` as given when absolute, else relative to `config_dir` (or the cwd)."""
+        path = Path(path).expanduser()
+        if path.is_absolute() or self.config_dir is None:
+            return path
+        return self.config_dir / path
 
     def __repr__(self) -> str:
         changed = {
@@ -245,7 +282,7 @@ class Recipe:
         fields = ("activation", "initializer", "regularizer", "regularizer_strength",
                   "dropout", "batch_norm")
         kwargs = {f: self.hparams[f] for f in fields if f in self.hparams}
-        return LayerStyle(**kwargs, seed=getattr(self, "_seed", None))
+        return LayerStyle(**kwargs, seed=self.seed)
 
     def build_preprocessing(self, inputs: Any, train: Dataset) -> Any:
         """Maps raw model inputs to backbone inputs, fitted on the training split only.
@@ -266,7 +303,7 @@ class Recipe:
             from kflow.data.preprocessing import preprocess_columns
 
             return preprocess_columns(
-                inputs, train, scaling=scaling, seed=getattr(self, "_seed", None),
+                inputs, train, scaling=scaling, seed=self.seed,
                 categorical_encoding=self.hparams.get("categorical_encoding", "one_hot"),
                 embedding_dim=self.hparams.get("embedding_dim", 8),
             )
@@ -298,7 +335,7 @@ class Recipe:
 
         from kflow.blocks.initializers import get_initializer
 
-        init = get_initializer("glorot_uniform", seed=getattr(self, "_seed", None))
+        init = get_initializer("glorot_uniform", seed=self.seed)
         if train.task == "multiclass":
             return keras.layers.Dense(
                 train.num_classes, activation="softmax", kernel_initializer=init,
@@ -385,4 +422,5 @@ class LayerChoices:
     regularizer_strength = Float(
         1e-4, low=0.0,
         doc="Strength lambda of the L1/L2 penalty.", search=(1e-6, 1e-2, "log"),
+        requires={"regularizer": ("l1", "l1_l2", "l2")},
     )

@@ -56,6 +56,10 @@ class HParam:
             `(low, high, "log")` tuple / `SearchRange` for numbers, a list of
             values for choices. Defaults to `None` (not searched).
         nullable: Whether `None` is an allowed value. Defaults to `False`.
+        requires: Values of other hyperparameters this one needs to take
+            effect, e.g. `{"optimizer": ("sgd", "rmsprop")}`: a value other than
+            the default is an error otherwise, and the tuner searches it only
+            under those values. Defaults to `None` (no condition).
     """
 
     type_name = "value"
@@ -68,6 +72,7 @@ class HParam:
         group: str = "model",
         search: Any = None,
         nullable: bool = False,
+        requires: dict[str, Sequence[Any]] | None = None,
     ):
         if group not in _GROUPS:
             raise ValueError(f"group must be one of {_GROUPS}, got {group!r}")
@@ -75,6 +80,7 @@ class HParam:
         self.doc = doc
         self.group = group
         self.nullable = nullable
+        self.requires = {k: tuple(v) for k, v in (requires or {}).items()}
         self.name: str = ""
         self.search = self._parse_search(search)
 

@@ -93,6 +93,8 @@ def resolve_recipe(
     spec: str | type[Recipe] | Recipe,
     overrides: Mapping[str, Any] | None = None,
     set_args: Iterable[str] = (),
+    *,
+    allow_files: bool = True,
 ) -> tuple[Recipe, dict[str, Any]]:
     """Builds a validated recipe from a name, file, YAML config or class.
 
@@ -101,6 +103,9 @@ def resolve_recipe(
             YAML file (`recipe: NAME` plus overrides), a Recipe class or instance.
         overrides: Hyperparameter values (flat, dotted or grouped).
         set_args: `KEY=VALUE` strings from the command line (applied last).
+        allow_files: Whether the YAML's `recipe:` may name a `.py` file to
+            import (its code runs). `False` for a config that came with a run
+            directory unless the user consented. Defaults to `True`.
 
     Returns:
         The recipe and the engine options found in the YAML file (`seed`...).
@@ -116,13 +121,7 @@ def resolve_recipe(
             raise ConfigError(
                 f"Config file '{spec}' has no 'recipe:' key; add e.g. 'recipe: digits-cnn'."
             )
-        recipe_ref = data["recipe"]
-        if isinstance(recipe_ref, str) and recipe_ref.endswith(".py") or ".py:" in str(recipe_ref):
-            ref_path, _, ref_cls = str(recipe_ref).partition(":")
-            if not Path(ref_path).is_absolute():
-                ref_path = str((Path(spec).parent / ref_path).resolve())
-            recipe_ref = f"{ref_path}:{ref_cls}" if ref_cls else ref_path
-        cls = get_recipe_class(recipe_ref)
+        cls = _recipe_class_from_yaml(str(data["recipe"]), Path(spec), allow_files)
         engine = {k: data[k] for k in ENGINE_KEYS if k in data}
         rest = {k: v for k, v in data.items() if k not in ENGINE_KEYS and k not in _META_KEYS}
         values.update(flatten_overrides(cls, rest))
@@ -135,6 +134,45 @@ def resolve_recipe(
     for key, text in parse_set_args(set_args).items():
         canon = _canonical_key(cls, key)
         values[canon] = specs[canon].parse(text)
-    recipe = cls(**values)
-    recipe.config_dir = engine.pop("config_dir", None) or getattr(spec, "config_dir", None)
-    return recipe, engine
+    config_dir = engine.pop("config_dir", None) or getattr(spec, "config_dir", None)
+    seed = spec.seed if isinstance(spec, Recipe) else int(engine.get("seed", 0))
+    return cls(seed=seed, config_dir=config_dir, **values), engine
+
+
+def _recipe_class_from_yaml(ref: str, yaml_path: Path, allow_files: bool) -> type[Recipe]:
+    """The class a YAML's `recipe:` names: a registered name, `file.py[:Class]`
+    (relative to the YAML's folder) or `package.module:Class`."""
+    import importlib
+
+    path_part, _, cls_name = ref.partition(":") if ".py" in ref else (ref, "", "")
+    if path_part.endswith(".py"):
+        path = Path(path_part).expanduser()
+        if not path.is_absolute():
+            path = (yaml_path.parent / path).resolve()
+        if not allow_files:
+            raise ConfigError(
+                f"'{yaml_path}' names the recipe file {path}; kflow does not run code from a "
+                "run directory unless you allow it. If you trust that file, pass "
+                "--trust-recipe-file (Python: trust_recipe_file=True)."
+            )
+        if not path.is_file():
+            raise ConfigError(
+                f"The recipe file {path} named in '{yaml_path}' does not exist (moved or "
+                "deleted?). Put it back, or edit 'recipe:' in that file to its new path."
+            )
+        return get_recipe_class(f"{path}:{cls_name}" if cls_name else str(path))
+    if ":" in ref:
+        module_name, _, qualname = ref.partition(":")
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(
+                f"Cannot import the recipe '{ref}' named in '{yaml_path}': {exc}. Install or "
+                "put on PYTHONPATH the package that defines it."
+            ) from None
+        if not (isinstance(obj, type) and issubclass(obj, Recipe)):
+            raise ConfigError(f"'{ref}' named in '{yaml_path}' is not a kflow Recipe class.")
+        return obj
+    return get_recipe_class(ref)

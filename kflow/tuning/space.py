@@ -20,7 +20,7 @@ checked against the hyperparameter's declaration before any trial runs.
 A hyperparameter given a value (`--set`, `overrides=`, a YAML value) is
 fixed and leaves the space, unless it is named in `--search` too (its value
 is then the search's starting point). Hyperparameters that only matter for
-some values of another one are conditional (`CONDITIONS`): `momentum` is
+some values of another one are conditional (declared with `requires=`): `momentum` is
 searched only in trials with `optimizer` sgd or rmsprop, `nesterov` only
 with sgd, `regularizer_strength` only with a regularizer.
 """
@@ -36,25 +36,19 @@ from kflow.errors import ConfigError, did_you_mean
 from kflow.recipe.base import Recipe
 from kflow.recipe.hparams import Bool, Choice, Float, HParam, Int, SearchRange, Str
 
-__all__ = ["Dim", "SearchSpace", "parse_search_args", "CONDITIONS"]
+__all__ = ["Dim", "SearchSpace", "parse_search_args", "conditions_of"]
 
 
-def _conditions() -> dict[str, tuple[str, tuple[str, ...]]]:
-    from kflow.optim.optimizers import MOMENTUM_OPTIMIZERS, NESTEROV_OPTIMIZERS
+def conditions_of(recipe_cls: type[Recipe]) -> dict[str, tuple[str, tuple[Any, ...]]]:
+    """child hyperparameter -> (parent, the parent's values under which the child matters).
 
-    return {
-        "momentum": ("optimizer", tuple(sorted(MOMENTUM_OPTIMIZERS))),
-        "nesterov": ("optimizer", tuple(sorted(NESTEROV_OPTIMIZERS))),
-        "regularizer_strength": ("regularizer", ("l1", "l1_l2", "l2")),
-        "decay_rate": ("lr_schedule", ("exponential", "step")),
-        "decay_epochs": ("lr_schedule", ("exponential", "step")),
-        "warmup_epochs": ("lr_schedule", ("constant", "cosine")),
-    }
+    Read from the declarations' `requires=` (one place for the rule: the recipe's
+    validation, `kflow recipes show` and the tuner all use it).
+    """
+    specs = recipe_cls.hparam_specs()
+    return {name: (parent, values) for name, spec in specs.items()
+            for parent, values in spec.requires.items() if parent in specs}
 
-
-#: child hyperparameter -> (parent, the parent's values under which the child matters).
-#: A recipe adds its own with a class attribute `search_conditions` of the same shape.
-CONDITIONS: dict[str, tuple[str, tuple[str, ...]]] = _conditions()
 
 #: Grid points KerasTuner's GridSearch uses for a range without a step.
 _UNSTEPPED_GRID_POINTS = 10
@@ -198,9 +192,7 @@ class SearchSpace:
         rcls = type(recipe)
         specs = rcls.hparam_specs()
         owner = rcls.name or rcls.__name__
-        conditions = {**CONDITIONS, **getattr(rcls, "search_conditions", {})}
-        conditions = {c: (p, tuple(v)) for c, (p, v) in conditions.items()
-                      if c in specs and p in specs}
+        conditions = conditions_of(rcls)
         pinned = set(pinned)
 
         declared: dict[str, Dim] = {}

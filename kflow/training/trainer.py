@@ -1,0 +1,508 @@
+"""`Trainer`: the one training setup every command goes through.
+
+`kflow.train`, `kflow.cross_validate`, `kflow.lr_find`, `kflow.tune` (each
+trial is a `kflow.train`) and `kflow.export_run` (which re-makes a run's
+splits) all build a `Trainer`. It owns, once:
+
+1. resolving the recipe (name, file, YAML, class or instance) with its seed,
+2. seeding and op determinism,
+3. loading and splitting the data (cached),
+4. the `tf.distribute` strategy,
+5. building and compiling the model inside the strategy scope,
+6. the callbacks, in the order `CALLBACK_ORDER` declares,
+7. fitting and evaluating.
+
+What a run leaves on disk belongs to `kflow.run`; `Trainer.run` writes
+through a `RunDir` and nothing else names a run file.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kflow.recipe.base import Recipe
+from kflow.run import RunDir
+
+__all__ = ["Trainer", "FitOutcome", "CALLBACK_ORDER", "set_seed", "recipe_reference",
+           "resolved_config", "auto_steps_per_execution"]
+
+#: The callbacks of a fit, in the order Keras calls them at each epoch end.
+CALLBACK_ORDER = (
+    "nan_guard",        # first: stops (and restores) before anything records a NaN epoch
+    "lr_logger",        # adds `lr` to the logs
+    "dead_units",       # adds dead-unit fractions to the logs
+    "grad_norms",       # adds gradient norms to the logs, writes grad_norms.csv
+    "progress",         # prints the epoch line: after every callback that adds logs
+    "history",          # history.csv: sees every log added above
+    "backup",           # after history: a crash between the two re-runs the epoch
+    "early_stopping",   # may restore the best weights at the end
+    "best_checkpoint",  # checkpoints/best.keras
+    "tensorboard",      # tensorboard/ event files
+    "user",             # the caller's own callbacks, last
+)
+
+_DETERMINISM_ON = False
+
+
+def set_seed(seed: int, deterministic: bool = True) -> None:
+    """Seeds Python, NumPy and TensorFlow; makes TF ops deterministic."""
+    global _DETERMINISM_ON
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic and not _DETERMINISM_ON:
+        tf.config.experimental.enable_op_determinism()
+        _DETERMINISM_ON = True
+
+
+def recipe_reference(recipe: Recipe) -> str:
+    """How `config.yaml` names the recipe so that `kflow train config.yaml` finds it again.
+
+    A recipe shipped with kflow: its registered name. A recipe loaded from a
+    file: `/absolute/path.py:ClassName`. A recipe in an importable module:
+    `package.module:ClassName`.
+    """
+    cls = type(recipe)
+    module_name = cls.__module__
+    if module_name.startswith("kflow.catalog.") and cls.name:
+        return cls.name
+    module = sys.modules.get(module_name)
+    source = getattr(module, "__file__", None)
+    if module_name.startswith("kflow_user_recipes.") or module_name == "__main__":
+        return f"{Path(source).resolve()}:{cls.__name__}" if source else cls.__name__
+    return f"{module_name}:{cls.__qualname__}"
+
+
+def resolved_config(recipe: Recipe, seed: int) -> dict[str, Any]:
+    """The full configuration of a run, as written to `config.yaml`."""
+    from kflow import __version__
+
+    return {"recipe": recipe_reference(recipe), "seed": seed, **recipe.config(),
+            "kflow_version": __version__}
+
+
+def auto_steps_per_execution(steps_per_epoch: int) -> int:
+    """Train steps per `tf.function` call: amortize Python overhead, keep epochs whole."""
+    return max(1, min(steps_per_epoch, 32))
+
+
+@dataclass
+class FitOutcome:
+    """What one fit produced besides the model's weights.
+
+    Attributes:
+        history: Per-epoch logs of this fit (`{"loss": [...], ...}`).
+        epochs_run: Epochs in the history.
+        stopped_early: Whether early stopping ended the fit.
+        stop_reason: Early stopping's or the NaN guard's sentence.
+        best_epoch: The epoch whose weights the model holds (1-based).
+        seconds: Wall time of `fit` in this process.
+        extra: Facts the NaN guard records (`nan_stop`).
+    """
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epochs_run: int = 0
+    stopped_early: bool = False
+    stop_reason: str = ""
+    best_epoch: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The keys `metrics.json` records about the fit."""
+        return {"epochs_run": self.epochs_run, "stopped_early": self.stopped_early,
+                "stop_reason": self.stop_reason, "best_epoch": self.best_epoch,
+                "train_seconds_this_session": round(self.seconds, 3), **self.extra}
+
+
+class Trainer:
+    """One training setup: a recipe with its seed, data splits, strategy and callbacks.
+
+    Args:
+        recipe: A registered name, `file.py[:Class]`, a YAML config, a Recipe
+            class or instance.
+        overrides: Hyperparameter values (flat, dotted or grouped keys).
+        set_args: `KEY=VALUE` strings (as from `--set`), applied last.
+        epochs: Shortcut for `overrides={"epochs": N}`. Defaults to `None`.
+        seed: Seed for splits, initialization and shuffling. Defaults to the
+            YAML's `seed`, else 0.
+        strategy: "auto", "default", "mirrored", "tpu" or "multi_worker".
+            Defaults to the YAML's `strategy`, else "auto".
+        verbose: 0 silent, 1 progress bar, 2 one line per epoch; "auto" picks
+            1 on a terminal, else 2.
+        allow_recipe_files: Whether a YAML config may name a recipe `.py`
+            file to import. Defaults to `True` (the user passed the YAML).
+
+    Example:
+
+    ```python
+    trainer = kflow.training.Trainer("digits-mlp", epochs=3, seed=1)
+    splits = trainer.splits()
+    model = trainer.build_model(splits.train)
+    outcome = trainer.fit(model, splits.train, splits.val)
+    print(trainer.evaluate(model, {"test": splits.test}))
+    ```
+    """
+
+    def __init__(
+        self,
+        recipe: str | type[Recipe] | Recipe,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        set_args: Iterable[str] = (),
+        epochs: int | None = None,
+        seed: int | None = None,
+        strategy: str = "auto",
+        verbose: int | str = "auto",
+        allow_recipe_files: bool = True,
+    ):
+        from kflow.recipe.overrides import resolve_recipe
+
+        overrides = dict(overrides or {})
+        if epochs is not None:
+            overrides["epochs"] = epochs
+        recipe_obj, engine = resolve_recipe(recipe, overrides, set_args,
+                                            allow_files=allow_recipe_files)
+        self.seed = int(seed if seed is not None else engine.get("seed", recipe_obj.seed))
+        self.recipe = (recipe_obj if recipe_obj.seed == self.seed
+                       else recipe_obj.with_context(seed=self.seed))
+        self.strategy_name = engine.get("strategy", strategy) if strategy == "auto" else strategy
+        self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else int(verbose)
+        self._splits: Any = None
+        self._strategy: Any = None
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, *, trust_recipe_file: bool = False,
+                 **kwargs: Any) -> Trainer:
+        """The setup a run directory's `config.yaml` records (same recipe, seed, splits).
+
+        Args:
+            run_dir: A run directory.
+            trust_recipe_file: Allow importing a recipe `.py` file that the
+                config names. A run directory may come from someone else, so
+                this is off by default.
+        """
+        rd = RunDir(run_dir)
+        rd.require_run()
+        return cls(str(rd.config), allow_recipe_files=trust_recipe_file, **kwargs)
+
+    # -- the pieces -------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        return self.recipe.name or type(self.recipe).__name__
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return self.recipe.hparams
+
+    def config(self) -> dict[str, Any]:
+        """The resolved configuration (`config.yaml`)."""
+        return resolved_config(self.recipe, self.seed)
+
+    def say(self, message: str) -> None:
+        if self.verbose:
+            print("kflow:", message, flush=True)
+
+    def splits(self) -> Any:
+        """Seeds, loads the recipe's data and splits it (stratified, seeded); cached."""
+        if self._splits is None:
+            from kflow.data.splits import train_val_test_split
+
+            set_seed(self.seed)
+            data = self.recipe.load_data()
+            self._splits = train_val_test_split(
+                data, self.hparams["val_fraction"], self.hparams["test_fraction"], self.seed)
+        return self._splits
+
+    @property
+    def strategy(self) -> Any:
+        if self._strategy is None:
+            from kflow.training.strategy import resolve_strategy
+
+            self._strategy = resolve_strategy(self.strategy_name)
+        return self._strategy
+
+    def batch_size(self, part: Any) -> int:
+        bs = self.hparams["batch_size"]
+        return len(part) if bs == "full" else int(bs)
+
+    def steps_per_epoch(self, part: Any) -> int:
+        return math.ceil(len(part) / self.batch_size(part))
+
+    def build_optimizer(self, steps_per_epoch: int, learning_rate: float | None = None) -> Any:
+        """The recipe's optimizer and schedule (`learning_rate` forces a constant rate)."""
+        from kflow.optim.optimizers import build_optimizer
+        from kflow.optim.schedules import build_schedule
+
+        h = self.hparams
+        lr = learning_rate if learning_rate is not None else build_schedule(
+            h["lr_schedule"], h["learning_rate"], steps_per_epoch=steps_per_epoch,
+            epochs=h["epochs"], warmup_epochs=h["warmup_epochs"], decay_rate=h["decay_rate"],
+            decay_epochs=h["decay_epochs"],
+        )
+        return build_optimizer(
+            h["optimizer"], lr, momentum=h["momentum"], nesterov=h["nesterov"],
+            weight_decay=h["weight_decay"] or None, clipnorm=h["clipnorm"],
+            global_clipnorm=h["global_clipnorm"],
+        )
+
+    def build_model(self, train: Any, *, learning_rate: float | None = None,
+                    insight: bool = True) -> Any:
+        """Builds and compiles the recipe's model on `train`, inside the strategy scope.
+
+        Args:
+            train: The training part (preprocessing is fitted on it only).
+            learning_rate: A constant rate instead of the recipe's schedule.
+            insight: Wrap the model for gradient-norm logging when the
+                recipe's `grad_log_every` asks for it.
+        """
+        from kflow.insight.engine_hooks import wrap_model
+
+        steps = self.steps_per_epoch(train)
+        with self.strategy.scope():
+            model = self.recipe.build_model(train)
+            if insight:
+                model = wrap_model(model, self.hparams.get("grad_log_every", 0))
+            model.compile(
+                optimizer=self.build_optimizer(steps, learning_rate),
+                loss=self.recipe.loss(train.task), metrics=self.recipe.metrics(train.task),
+                steps_per_execution=self._steps_per_execution(steps),
+            )
+        return model
+
+    def _steps_per_execution(self, steps_per_epoch: int) -> int:
+        spe = self.hparams["steps_per_execution"] or auto_steps_per_execution(steps_per_epoch)
+        if spe > 1 and self.strategy.num_replicas_in_sync > 1:
+            # Keras 3.15 / TF 2.21: the multi-step loop fails under MirroredStrategy
+            # ("You must feed a value for placeholder tensor ..."), even in plain Keras.
+            if self.hparams["steps_per_execution"]:
+                import warnings
+
+                warnings.warn(f"steps_per_execution={spe} is not supported with several "
+                              "replicas in Keras 3.15 / TF 2.21; using 1.", stacklevel=3)
+            spe = 1
+        return spe
+
+    def dataset(self, part: Any, *, training: bool) -> Any:
+        """A tf.data pipeline of `part`: shuffled batches for training, else in order."""
+        from kflow.data.pipeline import make_dataset
+
+        if training:
+            return make_dataset(part.x, part.y, self.batch_size(part), training=True,
+                                seed=self.seed)
+        return make_dataset(part.x, part.y, max(self.batch_size(part), 256), training=False,
+                            cache=False)
+
+    def monitor(self, train: Any, has_val: bool) -> tuple[str, str]:
+        monitor, mode = self.recipe.monitor(train.task)
+        return (monitor if has_val else monitor.removeprefix("val_")), mode
+
+    def callbacks(self, train: Any, *, has_val: bool, rd: RunDir | None = None,
+                  resuming: bool = False, user: Sequence[Any] = ()) -> tuple[list[Any], Any]:
+        """The fit's callbacks in `CALLBACK_ORDER`, and the early stopper (or `None`)."""
+        from kflow.insight.engine_hooks import InsightHooks
+        from kflow.training.callbacks import (
+            BestModelCheckpoint,
+            EpochTensorBoard,
+            ExplainedEarlyStopping,
+            ResumableBackup,
+        )
+        from kflow.training.callbacks.history_csv import HistoryCSV, truncate_history
+
+        h = self.hparams
+        monitor, mode = self.monitor(train, has_val)
+        insight = InsightHooks(rd.path if rd else None, h.get("grad_log_every", 0),
+                               probe_x=train.x, log=self.say)
+        named: dict[str, Any] = dict(insight.named_callbacks())
+        if rd is not None:
+            if resuming:
+                truncate_history(rd.history, _backup_epoch(rd))
+            named["history"] = HistoryCSV(rd.history, append=resuming)
+            named["backup"] = ResumableBackup(str(rd.backup))
+        stopper = None
+        if h["early_stopping"]:
+            stopper = ExplainedEarlyStopping(
+                state_dir=str(rd.backup) if rd else None, monitor=monitor, mode=mode,
+                patience=h["patience"], restore_best_weights=True, log=self.say)
+            named["early_stopping"] = stopper
+        if rd is not None:
+            named["best_checkpoint"] = BestModelCheckpoint(rd.best_checkpoint, monitor=monitor,
+                                                           mode=mode)
+            named["tensorboard"] = EpochTensorBoard(rd.tensorboard)
+        ordered = [named[k] for k in CALLBACK_ORDER if k in named]
+        self._insight = insight
+        return ordered + list(user), stopper
+
+    def fit(self, model: Any, train: Any, val: Any = None, *, rd: RunDir | None = None,
+            resuming: bool = False, user_callbacks: Sequence[Any] = (),
+            verbose: int | None = None) -> FitOutcome:
+        """Trains `model` on `train` (validating on `val`) with the recipe's callbacks."""
+        callbacks, stopper = self.callbacks(train, has_val=val is not None, rd=rd,
+                                            resuming=resuming, user=user_callbacks)
+        from kflow.training.callbacks import wait_for_writes
+
+        start = time.perf_counter()
+        try:
+            keras_history = model.fit(
+                self.dataset(train, training=True),
+                validation_data=self.dataset(val, training=False) if val is not None else None,
+                epochs=self.hparams["epochs"], callbacks=callbacks,
+                verbose=self.verbose if verbose is None else verbose, shuffle=False,
+            )
+        finally:
+            wait_for_writes()  # the callbacks' background backup writes (even after a crash)
+        from kflow.run import read_history
+
+        history = read_history(rd.history) if rd is not None else {
+            k: [float(v) for v in vals] for k, vals in keras_history.history.items()}
+        history.pop("epoch", None)
+        epochs_run = len(next(iter(history.values()), []))
+        outcome = FitOutcome(history=history, epochs_run=epochs_run,
+                             seconds=time.perf_counter() - start, best_epoch=epochs_run,
+                             extra=self._insight.extra_metrics())
+        if stopper is not None:
+            outcome.stopped_early = stopper.stopped_epoch > 0
+            outcome.stop_reason = stopper.message
+            if stopper.best_epoch is not None:
+                outcome.best_epoch = stopper.best_epoch + 1
+        if outcome.extra.get("stop_reason"):
+            outcome.stop_reason = outcome.extra.pop("stop_reason")
+        return outcome
+
+    def evaluate(self, model: Any, parts: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+        """`{part name: {metric: value}}` for each part that is not `None`."""
+        return {name: {k: float(v) for k, v in model.evaluate(
+                    self.dataset(part, training=False), verbose=0, return_dict=True).items()}
+                for name, part in parts.items() if part is not None}
+
+    # -- a whole run ------------------------------------------------------------------
+    def run(self, *, run_dir: str | Path | None = None, runs_root: str | Path = "runs",
+            callbacks: Sequence[Any] = (), overwrite: bool = False, save: bool = True) -> Any:
+        """Trains end to end and leaves a complete run directory (see `kflow.train`)."""
+        from kflow.run import Run
+
+        rd, resuming = self._run_dir(run_dir, runs_root, overwrite) if save else (None, False)
+        splits = self.splits()
+        parts = {"train": splits.train, "val": splits.val, "test": splits.test}
+        if rd is not None and rd.trained:  # killed after training: complete the run
+            from kflow.run import load_run
+
+            done = load_run(rd.path)
+            model, metrics = done.model, done.metrics
+            self.say(f"completing {rd.path}: training had finished")
+        else:
+            model = self.build_model(splits.train)
+            if rd is not None:
+                self._write_start(rd, splits)
+            self.say(f"{'resuming' if resuming else 'training'} {self.label} in "
+                     f"{rd.path if rd else '(not saved)'} ({self._describe(splits)})")
+            outcome = self._fit_or_mark(model, splits, rd, resuming, callbacks)
+            metrics = {**self.evaluate(model, parts), **outcome.summary(), "seed": self.seed}
+            if rd is not None:
+                self._save_model(rd, model)
+                rd.write_json(rd.metrics, metrics)
+        if rd is not None:
+            self._insight_finish(rd, model, splits)
+            rd.mark_finished(**{k: metrics[k] for k in ("nan_stop",) if k in metrics})
+        summary = ", ".join(f"{k}={v:.4f}" for k, v in metrics.get("test", {}).items())
+        self.say(f"finished {self.label}: test {summary}")
+        from kflow.run import read_history
+
+        return Run(run_dir=rd.path if rd else Path("."), model=model,
+                   history=read_history(rd.history) if rd else {}, metrics=metrics,
+                   config=self.config(), info=self._info(splits))
+
+    def _fit_or_mark(self, model: Any, splits: Any, rd: RunDir | None, resuming: bool,
+                     callbacks: Sequence[Any]) -> FitOutcome:
+        try:
+            return self.fit(model, splits.train, splits.val, rd=rd, resuming=resuming,
+                            user_callbacks=callbacks)
+        except KeyboardInterrupt:
+            if rd is not None:
+                rd.write_status("interrupted")
+            self.say(f"interrupted; re-run the same command to resume {rd.path if rd else ''} "
+                     "from its last completed epoch.")
+            raise
+        except Exception as exc:
+            if rd is not None:
+                rd.write_status("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _run_dir(self, run_dir: str | Path | None, runs_root: str | Path,
+                 overwrite: bool) -> tuple[RunDir, bool]:
+        import yaml
+
+        from kflow.errors import RunError
+        from kflow.run import config_hash
+
+        current = {k: v for k, v in self.config().items() if k != "kflow_version"}
+        if run_dir is not None:
+            rd, resuming = RunDir.explicit(run_dir, overwrite=overwrite)
+        else:
+            rd, resuming = RunDir.choose(runs_root, f"{self.label}-{config_hash(current)}")
+        if resuming and rd.config.is_file():
+            previous = yaml.safe_load(rd.config.read_text()) or {}
+            previous.pop("kflow_version", None)
+            if previous != current:
+                raise RunError(
+                    f"Run directory '{rd.path}' holds an unfinished run with a different "
+                    "config; choose another --run-dir, or delete its backup/ to start over.")
+        return rd, resuming
+
+    def _write_start(self, rd: RunDir, splits: Any) -> None:
+        import yaml
+
+        rd.path.mkdir(parents=True, exist_ok=True)
+        rd.write_text(rd.config, yaml.safe_dump(self.config(), sort_keys=False))
+        rd.write_json(rd.info, self._info(splits))
+        rd.write_status("running")
+
+    def _info(self, splits: Any) -> dict[str, Any]:
+        from kflow.training.strategy import describe_strategy
+
+        train = splits.train
+        return {
+            "recipe": recipe_reference(self.recipe), "task": train.task,
+            "class_names": train.class_names, "feature_names": train.feature_names,
+            "input_shape": list(getattr(train.x, "shape", [None])[1:]),
+            "num_train": len(train),
+            "num_val": len(splits.val) if splits.val is not None else 0,
+            "num_test": len(splits.test) if splits.test is not None else 0,
+            "strategy": describe_strategy(self.strategy),
+            "batch_size": self.batch_size(train), "steps_per_epoch": self.steps_per_epoch(train),
+        }
+
+    def _describe(self, splits: Any) -> str:
+        from kflow.training.strategy import describe_strategy
+
+        sizes = [len(p) if p is not None else 0 for p in (splits.train, splits.val, splits.test)]
+        return (f"{describe_strategy(self.strategy)}; {sizes[0]} train / {sizes[1]} val / "
+                f"{sizes[2]} test samples")
+
+    def _save_model(self, rd: RunDir, model: Any) -> None:
+        from kflow.run import atomic_save
+        from kflow.training.plain_model import to_plain_model
+
+        atomic_save(rd.model, to_plain_model(model).save)
+
+    def _insight_finish(self, rd: RunDir, model: Any, splits: Any) -> None:
+        from kflow.insight.engine_hooks import InsightHooks
+
+        hooks = getattr(self, "_insight", None) or InsightHooks(
+            rd.path, self.hparams.get("grad_log_every", 0), log=self.say)
+        hooks.finish(model, splits, self.batch_size(splits.train))
+
+
+def _backup_epoch(rd: RunDir) -> int:
+    """Epochs the backup holds (0 without one)."""
+    import json
+
+    meta = rd.backup / "training_metadata.json"
+    return int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
