@@ -163,8 +163,7 @@ def main() -> None:
         return
 
     # -- 2. training --------------------------------------------------------------
-    recipe = kflow.get_recipe_class("tabular")()  # its default model, built on this table
-    recipe._seed = 0
+    recipe = kflow.get_recipe_class("tabular")(seed=0)  # its default model, on this table
     models = {}
     feeds = {
         "kflow make_dataset (tf.data)": lambda: kflow_ds,

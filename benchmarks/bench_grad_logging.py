@@ -2,7 +2,7 @@
 every 10 steps, and off, side by side in one run.
 
 For each setting the recipe's model is built and compiled by kflow's engine
-(`compile_model`: an `InsightModel` when `grad_log_every > 0`, the recipe's
+(`Trainer.build_model`: an `InsightModel` when `grad_log_every > 0`, the recipe's
 plain functional model when it is 0) with the same seed, data, optimizer and
 `steps_per_execution`. Each trains with the callbacks `kflow.train` adds for
 it (NanGuard and LearningRateLogger always; with logging also
@@ -62,17 +62,13 @@ class _Clock:
 def _setup(recipe_name: str, every: int, seed: int, set_args: list[str], out: Path):
     from kflow.data.pipeline import make_dataset
     from kflow.insight.engine_hooks import InsightHooks
-    from kflow.recipe.overrides import resolve_recipe
-    from kflow.training.engine import compile_model, prepare, set_seed
+    from kflow.training.trainer import Trainer
 
-    recipe, _ = resolve_recipe(recipe_name, {"grad_log_every": every}, set_args)
-    set_seed(seed)
-    recipe._seed = seed
-    _, splits = prepare(recipe, seed)
-    bs = recipe.hparams["batch_size"]
-    batch_size = len(splits.train) if bs == "full" else int(bs)
-    steps = -(-len(splits.train) // batch_size)
-    model = compile_model(recipe, splits.train, steps)
+    trainer = Trainer(recipe_name, overrides={"grad_log_every": every}, set_args=set_args,
+                      seed=seed, verbose=0)
+    splits = trainer.splits()
+    batch_size, steps = trainer.batch_size(splits.train), trainer.steps_per_epoch(splits.train)
+    model = trainer.build_model(splits.train)
     ds = make_dataset(splits.train.x, splits.train.y, batch_size, training=True, seed=seed)
     run_dir = out / f"every{every}"
     hooks = InsightHooks(run_dir, every, probe_x=splits.train.x, log=None)

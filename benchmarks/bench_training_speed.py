@@ -91,13 +91,10 @@ class _Protocol:
 
 
 def _recipe_and_splits(name: str, seed: int):
-    from kflow.recipe.overrides import resolve_recipe
-    from kflow.training.engine import prepare
+    from kflow.training.trainer import Trainer
 
-    recipe, _ = resolve_recipe(name, {}, ())
-    recipe._seed = seed
-    _, splits = prepare(recipe, seed)
-    return recipe, splits
+    trainer = Trainer(name, seed=seed, verbose=0)
+    return trainer.recipe, trainer.splits()
 
 
 def _keras_timer(proto: _Protocol):

@@ -20,7 +20,7 @@ def digits():
 
 def _digits_cnn(*set_args):
     recipe, _ = resolve_recipe("digits-cnn", set_args=[*TINY, *set_args])
-    recipe._seed = 0
+    recipe = recipe.with_context(seed=0)
     return recipe
 
 

@@ -40,7 +40,7 @@ RAW_ROWS = [
 
 def _recipe(*set_args):
     recipe, _ = resolve_recipe(str(EXAMPLE_YAML), set_args=list(set_args))
-    recipe._seed = 0
+    recipe = recipe.with_context(seed=0)
     return recipe
 
 

@@ -139,7 +139,7 @@ def test_bad_yaml_files(tmp_path, content, message):
 
 
 def test_written_config_reproduces_the_recipe(tmp_path):
-    from kflow.training.engine import resolved_config
+    from kflow.training.trainer import resolved_config
 
     r, _ = resolve_recipe("digits-resnet", set_args=["dropout=0.2", "optimizer=adamw",
                                                      "weight_decay=1e-4"])

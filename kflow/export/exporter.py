@@ -38,11 +38,11 @@ from kflow.export.errors import (
     TFLiteConversionError,
 )
 from kflow.export.layout import InputLayout, check_single_output, num_rows, take
+from kflow.run import RunDir, RunSamples
 
-__all__ = ["export_run", "ExportResult", "EXPORT_DIR", "TFLITE_PREPROCESSING", "RunData",
+__all__ = ["export_run", "ExportResult", "TFLITE_PREPROCESSING",
            "load_run_data", "tflite_input_names", "default_model_name"]
 
-EXPORT_DIR = "export"
 TFLITE_PREPROCESSING = ("model", "sidecar")
 METADATA_FILE = "metadata.json"
 _PARITY_ROWS = 256
@@ -75,43 +75,36 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
-class RunData:
-    """The splits of a run re-made from its config.yaml (`reason` says why not)."""
-
-    test_x: Any = None
-    test_y: Any = None
-    train_x: Any = None
-    reason: str = ""
-
-
 def default_model_name(run: Any) -> str:
     """The recipe's name, made usable as a model name (`digits-cnn`, `my_recipe`)."""
     ref = str(run.info.get("recipe") or run.config.get("recipe") or run.run_dir.name)
-    if ".py" in ref or ref.endswith((".yaml", ".yml")):
-        path, _, cls = ref.partition(":") if ".py:" in ref else (ref, "", "")
+    if ":" in ref or ref.endswith((".py", ".yaml", ".yml")):
+        path, _, cls = ref.rpartition(":") if ":" in ref else (ref, "", "")
         ref = cls or Path(path).stem
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", ref).strip("-.") or "model"
     return name if name[0].isalnum() else f"m{name}"
 
 
-def load_run_data(run_dir: Path) -> RunData:
-    """The run's test and training splits, re-made from config.yaml (same seed)."""
-    from kflow.recipe.overrides import resolve_recipe
-    from kflow.training.engine import prepare
+def load_run_data(run_dir: Path, trust_recipe_file: bool = False) -> RunSamples:
+    """The run's test and training rows: its `samples.npz`, or (a run from an older
+    kflow) the splits re-made from config.yaml with the same seed."""
+    from kflow.run import read_samples
+
+    samples = read_samples(run_dir)
+    if samples.test_x is not None or "no test" in samples.reason:
+        return samples
+    from kflow.training.trainer import Trainer
 
     try:
-        recipe, engine = resolve_recipe(str(run_dir / "config.yaml"))
-        seed = int(engine.get("seed", 0))
-        recipe._seed = seed
-        _, splits = prepare(recipe, seed)
+        splits = Trainer.from_run(run_dir, trust_recipe_file=trust_recipe_file,
+                                  verbose=0).splits()
     except Exception as exc:  # noqa: BLE001 - any data failure: reported, export goes on
         first = (str(exc).strip().splitlines() or [""])[0]
-        return RunData(reason=f"{type(exc).__name__}: {first}")
+        return RunSamples(reason=f"{type(exc).__name__}: {first}")
     test = splits.test if splits.test is not None else splits.val
-    return RunData(
+    return RunSamples(
         test_x=None if test is None else test.x, test_y=None if test is None else test.y,
-        train_x=splits.train.x,
+        train_x=splits.train.x, test_rows_total=0 if test is None else len(test),
         reason="" if test is not None else "the run has no test or validation split",
     )
 
@@ -214,6 +207,7 @@ def export_run(
     parity_tolerance: float = 1e-5,
     split_features: bool = True,
     latency_samples: int = 100,
+    trust_recipe_file: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Exports a finished run: SavedModel into a TF Serving base, and TFLite variants.
@@ -246,6 +240,9 @@ def export_run(
         split_features: One signature input per named feature of a single
             vector input. Defaults to `True`.
         latency_samples: One-row invocations timed per variant. Defaults to 100.
+        trust_recipe_file: For a run without `samples.npz` (an older kflow),
+            allow importing the recipe file its config names to re-make the
+            test split. Defaults to `False`.
         log: Called with progress sentences. Defaults to silent.
 
     Returns:
@@ -300,7 +297,7 @@ def export_run(
         if version is not None:
             mb.check_version(name, version, overwrite)
 
-    data = load_run_data(run_dir)
+    data = load_run_data(run_dir, trust_recipe_file)
     if data.reason:
         say(f"the run's data could not be loaded ({data.reason}); parity is checked on "
             "made-up rows and TFLite accuracy is not measured.")
@@ -380,7 +377,7 @@ def export_run(
                 if failure is not None:
                     raise failure
             # Everything checked: publish.
-            export_dir = run_dir / EXPORT_DIR
+            export_dir = RunDir(run_dir).export
             if mb is not None:
                 result.version_dir = mb.model_dir(name) / str(version)
                 result.version, result.models_config = version, mb.path / "models.config"
@@ -600,9 +597,12 @@ def _metadata(layout, task, class_names, output, files, spec, int8_io) -> dict[s
 
 
 def _write_reports(export_dir: Path, report: dict[str, Any]) -> None:
-    from kflow.export.report import render_page
-    from kflow.run import json_default as _json_default
+    """Writes the export's report files into the staging copy of `RUN_DIR/export/`."""
+    from kflow.export.report import render_page, render_section
+    from kflow.run import atomic_write_text, json_default
 
-    (export_dir / "export.json").write_text(
-        json.dumps(report, indent=2, default=_json_default) + "\n")
-    (export_dir / "export.html").write_text(render_page(report))
+    names = RunDir(".")
+    atomic_write_text(export_dir / names.export_json.name,
+                      json.dumps(report, indent=2, default=json_default) + "\n")
+    atomic_write_text(export_dir / names.export_html.name, render_page(report))
+    atomic_write_text(export_dir / names.export_section.name, render_section(report))

@@ -1,25 +1,18 @@
-"""The export report: `export.json`, an HTML section, and the run's `report.html`.
+"""The export report: `export.json`, `export.html`, and a section of the run's report.
 
-If `kflow.insight.report` offers a hook to add a section to the run report,
-kflow uses it; otherwise the section is written to `export/export.html` and,
-when the run directory already has a `report.html`, inserted into it between
-`<!-- kflow-export:begin -->` and `<!-- kflow-export:end -->` markers
-(replacing the section of an earlier export).
+The export writes its section to `RUN_DIR/export/report_section.html`; the
+run's `report.html` includes that file each time it is rendered (by the
+export, by `kflow report`, or at the end of a resumed run), so the section is
+never lost when the report is rewritten.
 """
 
 from __future__ import annotations
 
 import html
-import importlib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_table", "render_section", "render_page", "attach_to_run_report",
-           "SECTION_BEGIN", "SECTION_END"]
-
-SECTION_BEGIN = "<!-- kflow-export:begin -->"
-SECTION_END = "<!-- kflow-export:end -->"
-_HOOK_NAMES = ("add_report_section", "add_section", "register_section", "insert_section")
+__all__ = ["render_table", "render_section", "render_page", "attach_to_run_report"]
 
 
 def _fmt(value: Any, kind: str = "") -> str:
@@ -95,45 +88,15 @@ def render_page(report: dict[str, Any]) -> str:
             f"</head><body>\n{render_section(report)}\n</body></html>\n")
 
 
-def _report_hook() -> Any:
-    try:
-        module = importlib.import_module("kflow.insight.report")
-    except ImportError:
-        return None
-    for name in _HOOK_NAMES:
-        hook = getattr(module, name, None)
-        if callable(hook):
-            return hook
-    return None
-
-
 def attach_to_run_report(run_dir: str | Path, report: dict[str, Any]) -> str:
-    """Puts the export section into the run's report; returns what was done (a sentence)."""
-    from kflow.run import atomic_write_text
+    """Re-renders the run's `report.html`, which includes the export section; returns a
+    sentence saying what was done."""
+    from kflow.insight.report import write_report
+    from kflow.run import RunDir
 
-    run_dir = Path(run_dir)
-    section = render_section(report)
-    hook = _report_hook()
-    if hook is not None:
-        try:
-            hook(run_dir, "Export", section)
-            return ("added an Export section to the run report "
-                    f"(kflow.insight.report.{hook.__name__})")
-        except TypeError:
-            pass  # a hook with another signature: fall back to the markers below
-    page = run_dir / "report.html"
-    if not page.is_file():
-        return "no report.html in the run directory; the export section is in export/export.html"
-    text = page.read_text()
-    block = f"{SECTION_BEGIN}\n{section}\n{SECTION_END}"
-    if SECTION_BEGIN in text and SECTION_END in text:
-        head, _, rest = text.partition(SECTION_BEGIN)
-        _, _, tail = rest.partition(SECTION_END)
-        text = head + block + tail
-    elif "</body>" in text:
-        i = text.rindex("</body>")
-        text = text[:i] + block + "\n" + text[i:]
-    else:
-        text += "\n" + block + "\n"
-    atomic_write_text(page, text)
-    return "inserted an Export section into report.html (also in export/export.html)"
+    rd = RunDir(run_dir)
+    if not rd.report.is_file():
+        return (f"no {rd.report.name} in the run directory; the export section is in "
+                f"{rd.export_html}")
+    write_report(rd.path)
+    return f"added the Export section to {rd.report}"

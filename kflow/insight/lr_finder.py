@@ -200,27 +200,14 @@ def lr_find(
     print(result.summary())
     ```
     """
-    from kflow.optim.optimizers import build_optimizer
-    from kflow.recipe.overrides import resolve_recipe
-    from kflow.training.engine import prepare, set_seed
+    from kflow.training.trainer import Trainer
 
-    recipe_obj, engine_opts = resolve_recipe(recipe, overrides, set_args)
-    seed = int(seed if seed is not None else engine_opts.get("seed", 0))
-    set_seed(seed)
-    recipe_obj._seed = seed
-    _, splits = prepare(recipe_obj, seed)
-    h = recipe_obj.hparams
-    train = splits.train
-    batch_size = len(train) if h["batch_size"] == "full" else int(h["batch_size"])
-    model = recipe_obj.build_model(train)
-    model.compile(
-        optimizer=build_optimizer(h["optimizer"], min_lr, momentum=h["momentum"],
-                                  nesterov=h["nesterov"], weight_decay=h["weight_decay"] or None,
-                                  clipnorm=h["clipnorm"], global_clipnorm=h["global_clipnorm"]),
-        loss=recipe_obj.loss(train.task),
-    )
+    trainer = Trainer(recipe, overrides=overrides, set_args=set_args, seed=seed, verbose=0)
+    train = trainer.splits().train
+    batch_size = trainer.batch_size(train)
+    model = trainer.build_model(train, learning_rate=min_lr, insight=False)
     result = lr_range_test(model, train.x, train.y, batch_size=batch_size, min_lr=min_lr,
-                           max_lr=max_lr, steps=steps, seed=seed)
+                           max_lr=max_lr, steps=steps, seed=trainer.seed)
     if plot_path is not None:
         from kflow.insight.plots import plot_lr_finder
 

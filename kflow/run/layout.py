@@ -19,7 +19,8 @@ asks a `RunDir` (`rd.config`, `rd.report`, ...) or reads through
 | `confusion_matrix.json`  | the trainer (classifiers)     | test-split confusion matrix               |
 | `findings.json`          | the doctor                    | the doctor's findings                     |
 | `report.html`            | the report                    | the self-contained HTML report            |
-| `export/`                | `kflow export`                | TFLite files, metadata, `export.json`     |
+| `export/`                | `kflow export`                | TFLite files, metadata, `export.json`, `export.html`, `report_section.html` |
+| `samples.npz`            | the trainer                   | test and training rows that export checks on |
 | `cv.json`, `cv.csv`      | `kflow cv`                    | per-fold and mean ± std metrics           |
 
 A run is *finished* when `status.json` says so; that marker is written last,
@@ -58,6 +59,10 @@ REPORT = "report.html"
 EXPORT = "export"
 CV_JSON = "cv.json"
 CV_CSV = "cv.csv"
+SAMPLES = "samples.npz"
+EXPORT_JSON = "export.json"
+EXPORT_HTML = "export.html"
+EXPORT_SECTION = "report_section.html"
 FINISHED = "finished"
 
 
@@ -115,6 +120,11 @@ class RunDir:
     export = property(lambda self: self.path / EXPORT)
     cv_json = property(lambda self: self.path / CV_JSON)
     cv_csv = property(lambda self: self.path / CV_CSV)
+    samples = property(lambda self: self.path / SAMPLES)
+    export_json = property(lambda self: self.path / EXPORT / EXPORT_JSON)
+    export_html = property(lambda self: self.path / EXPORT / EXPORT_HTML)
+    #: The export's HTML section, which `report.html` includes on every render.
+    export_section = property(lambda self: self.path / EXPORT / EXPORT_SECTION)
 
     def __repr__(self) -> str:
         return f"RunDir('{self.path}')"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -101,46 +100,34 @@ def _quiet_retracing() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _fit_fold(recipe: Recipe, fit_part: Any, held_out: Any, seed: int) -> dict[str, Any]:
-    """Builds a fresh model on `fit_part` (preprocessing refitted), trains, scores `held_out`."""
+def _fit_fold(trainer: Any, fit_part: Any, held_out: Any) -> dict[str, Any]:
+    """Builds a fresh model on `fit_part` (preprocessing refitted), trains, scores `held_out`.
+
+    The fold trains with the trainer's own callbacks (early stopping on a
+    `val_fraction` slice of `fit_part`, the NaN guard, gradient statistics),
+    without writing files.
+    """
     import keras
 
-    from kflow.data.pipeline import make_dataset
     from kflow.data.splits import train_val_test_split
-    from kflow.training.callbacks import ExplainedEarlyStopping
-    from kflow.training.engine import compile_model, set_seed
+    from kflow.training.trainer import set_seed
 
-    h = recipe.hparams
+    h = trainer.hparams
     keras.backend.clear_session()
-    set_seed(seed)
+    set_seed(trainer.seed)
     stop_part = None
     if h["early_stopping"] and h["val_fraction"] > 0:
-        inner = train_val_test_split(fit_part, h["val_fraction"], 0.0, seed)
+        inner = train_val_test_split(fit_part, h["val_fraction"], 0.0, trainer.seed)
         fit_part, stop_part = inner.train, inner.val
-    batch_size = len(fit_part) if h["batch_size"] == "full" else int(h["batch_size"])
-    model = compile_model(recipe, fit_part, math.ceil(len(fit_part) / batch_size))
-    callbacks: list[Any] = [keras.callbacks.TerminateOnNaN()]
-    if stop_part is not None:
-        monitor, mode = recipe.monitor(fit_part.task)
-        callbacks.append(ExplainedEarlyStopping(
-            monitor=monitor, mode=mode, patience=h["patience"], log=lambda _m: None))
-    eval_bs = max(batch_size, 256)
-    history = model.fit(
-        make_dataset(fit_part.x, fit_part.y, batch_size, training=True, seed=seed),
-        validation_data=(make_dataset(stop_part.x, stop_part.y, eval_bs, training=False)
-                         if stop_part is not None else None),
-        epochs=h["epochs"], callbacks=callbacks, verbose=0, shuffle=False,
-    )
-    scores = model.evaluate(
-        make_dataset(held_out.x, held_out.y, eval_bs, training=False, cache=False),
-        verbose=0, return_dict=True,
-    )
+    model = trainer.build_model(fit_part)
+    outcome = trainer.fit(model, fit_part, stop_part, verbose=0)
+    scores = trainer.evaluate(model, {"held_out": held_out})["held_out"]
     return {
         "num_train": len(fit_part),
         "num_early_stopping": len(stop_part) if stop_part is not None else 0,
         "num_held_out": len(held_out),
-        "epochs_run": len(next(iter(history.history.values()), [])),
-        **{k: float(v) for k, v in scores.items()},
+        "epochs_run": outcome.epochs_run,
+        **scores,
     }
 
 
@@ -198,21 +185,14 @@ def cross_validate(
 
     from kflow.data.dataset import concat_datasets
     from kflow.data.splits import kfold_splits
-    from kflow.recipe.overrides import resolve_recipe
-    from kflow.training.engine import prepare, resolved_config, set_seed
-    from kflow.run import RunDir, atomic_write_text, config_hash
+    from kflow.run import RunDir, config_hash
+    from kflow.training.trainer import Trainer
 
-    overrides = dict(overrides or {})
-    if epochs is not None:
-        overrides["epochs"] = epochs
-    recipe_obj, engine_opts = resolve_recipe(recipe, overrides, set_args)
-    seed = int(seed if seed is not None else engine_opts.get("seed", 0))
+    trainer = Trainer(recipe, overrides=overrides, set_args=set_args, epochs=epochs, seed=seed,
+                      verbose=0)
     verbose = 1 if verbose == "auto" else int(verbose)
-    label = recipe_obj.name or type(recipe_obj).__name__
-    config = resolved_config(recipe_obj, seed)
-    set_seed(seed)
-    recipe_obj._seed = seed
-    _, splits = prepare(recipe_obj, seed)
+    label, config, seed = trainer.label, trainer.config(), trainer.seed
+    splits = trainer.splits()
     pool = concat_datasets([splits.train, splits.val])
     fold_index = kfold_splits(pool, folds, seed)
     splitter = "KFold" if pool.task == "regression" else "StratifiedKFold"
@@ -224,8 +204,8 @@ def cross_validate(
     with _quiet_retracing():
         for fold, (train_idx, held_idx) in enumerate(fold_index, start=1):
             start = time.perf_counter()
-            row = {"fold": fold, **_fit_fold(recipe_obj, pool.subset(train_idx),
-                                             pool.subset(held_idx), seed)}
+            row = {"fold": fold, **_fit_fold(trainer, pool.subset(train_idx),
+                                             pool.subset(held_idx))}
             results.append(row)
             shown = ", ".join(f"{k}={row[k]:.4f}" for k in row if k not in _COUNTS)
             _say(verbose, f"fold {fold}/{folds}: {shown} ({row['num_train']} train / "
@@ -246,9 +226,8 @@ def cross_validate(
             out_dir = Path(runs_root) / f"{label}-cv{folds}-{config_hash(stem)}"
         rd = RunDir(out_dir)
         rd.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(rd.config, yaml.safe_dump(config, sort_keys=False))
-        rd.write_json(rd.path / "cv.json", {**info, "per_fold": results, "mean": mean,
-                                            "std": std})
-        atomic_write_text(rd.path / "cv.csv", result.to_csv())
+        rd.write_text(rd.config, yaml.safe_dump(config, sort_keys=False))
+        rd.write_json(rd.cv_json, {**info, "per_fold": results, "mean": mean, "std": std})
+        rd.write_text(rd.cv_csv, result.to_csv())
         result.out_dir = rd.path
     return result

@@ -462,6 +462,10 @@ class Trainer:
         rd.path.mkdir(parents=True, exist_ok=True)
         rd.write_text(rd.config, yaml.safe_dump(self.config(), sort_keys=False))
         rd.write_json(rd.info, self._info(splits))
+        from kflow.run import write_samples
+
+        test = splits.test if splits.test is not None else splits.val
+        write_samples(rd, test, splits.train, self.seed)
         rd.write_status("running")
 
     def _info(self, splits: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kflow.errors import ConfigError, RunError, did_you_mean
+from kflow.run import RunDir
 from kflow.recipe.base import Recipe
 from kflow.tuning.objective import Objective, resolve_objective
 from kflow.tuning.report import TrialRow, write_best_yaml, write_report, write_trials_csv
@@ -236,7 +237,7 @@ def tune(
     ```
     """
     from kflow.recipe.overrides import resolve_recipe
-    from kflow.training.engine import recipe_reference, resolved_config
+    from kflow.training.trainer import recipe_reference, resolved_config
 
     log = (lambda m: print("kflow:", m, flush=True)) if verbose else (lambda m: None)
     # -- check everything before any trial ------------------------------------------
@@ -458,7 +459,7 @@ def _write_outputs(tune_dir: Path, rows: list[TrialRow], space: SearchSpace, obj
     write_trials_csv(tune_dir / "trials.csv", rows, space)
     best_config = None
     if best is not None:
-        config_file = runner.trial_dir(best.trial_id) / "config.yaml"
+        config_file = RunDir(runner.trial_dir(best.trial_id)).config
         best_config = yaml.safe_load(config_file.read_text())
         write_best_yaml(tune_dir / "best.yaml", best_config, trial_id=best.trial_id,
                         objective=obj, score=best.score, command=command,

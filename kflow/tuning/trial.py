@@ -119,9 +119,7 @@ class TrialRunner:
         """The trial's recipe (validated) and epoch budget."""
         epochs = int(values.get("tuner/epochs") or self.max_epochs)
         overrides = {**self.space.overrides(values), **self.fixed, "epochs": epochs}
-        recipe = type(self.space.recipe)(**{**self.space.recipe.hparams, **overrides})
-        recipe.config_dir = getattr(self.space.recipe, "config_dir", None)
-        return recipe, epochs
+        return self.space.recipe.with_context(seed=self.seed, **overrides), epochs
 
     def __call__(self, trial_id: str, values: Mapping[str, Any]) -> TrialOutcome:
         """Runs (or reads back) one trial and writes its `trial.json`."""
@@ -166,10 +164,12 @@ class TrialRunner:
     def _cross_validate(self, recipe: Any, trial_dir: Path, outcome: TrialOutcome) -> None:
         """Scores the mean held-out metric of `kflow.cross_validate` (K folds of train +
         validation; the test split stays unused). A finished trial's `cv.json` is read back."""
+        from kflow.run import RunDir
         from kflow.training.cross_validation import cross_validate
 
-        cv_file = trial_dir / "cv.json"
-        if cv_file.is_file() and (trial_dir / "config.yaml").is_file():
+        rd = RunDir(trial_dir)
+        cv_file = rd.cv_json
+        if cv_file.is_file() and rd.config.is_file():
             folds = json.loads(cv_file.read_text())["per_fold"]
         else:
             import keras

@@ -138,7 +138,10 @@ class KflowTuner(keras_tuner.Tuner):
     def load_model(self, trial):
         import keras
 
-        return keras.models.load_model(self.runner.trial_dir(trial.trial_id) / "model.keras")
+        from kflow.run import RunDir
+        from kflow.run.model_file import load_model_file
+
+        return load_model_file(RunDir(self.runner.trial_dir(trial.trial_id)).model)
 
     def search(self, *args, **kwargs):
         """Runs trials until the oracle stops (or, on the chief, serves the oracle)."""
