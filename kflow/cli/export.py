@@ -58,6 +58,10 @@ def add_parser(sub) -> None:
                    help="int8 calibration rows, .npy / .npz (default: the training split)")
     p.add_argument("--representative-samples", type=int, default=200, metavar="N",
                    help="calibration rows drawn (default: 200)")
+    p.add_argument("--trust-recipe-file", action="store_true",
+                   help="for a run trained by an older kflow (no samples.npz): allow importing "
+                   "the recipe .py file its config.yaml names, to re-make the test split. "
+                   "Only for run directories whose code you trust")
     p.add_argument("--quiet", action="store_true", help="print only the result")
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run, needs_tensorflow=True)
@@ -83,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         tflite_preprocessing=args.tflite_preprocessing, serving_root=args.serving_root,
         warmup_rows=args.warmup_rows, representative_data=args.representative_data,
         representative_samples=args.representative_samples,
-        split_features=args.split_features, log=log,
+        split_features=args.split_features, trust_recipe_file=args.trust_recipe_file,
+        log=log,
     )
     report = result.report
     if result.version_dir is not None:
@@ -94,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     if (report.get("tflite") or {}).get("variants"):
         print(format_table(render_table(report)))
         print(f"TFLite files: {result.export_dir}")
-    print(f"report: {result.export_dir / 'export.json'}")
+    from kflow.run import RunDir
+
+    print(f"report: {RunDir(result.run_dir).export_json}")
     for note in result.notes:
         if not args.quiet:
             print(f"kflow: {note}")

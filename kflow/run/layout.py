@@ -164,16 +164,22 @@ class RunDir:
         self.write_status(FINISHED, **extra)
         shutil.rmtree(self.backup, ignore_errors=True)
 
+    def _file(self, path: Path | str) -> Path:
+        """`path` as given (e.g. `rd.metrics`), or a bare file name inside the run."""
+        path = Path(path)
+        return self.path / path if path.parent == Path(".") else path
+
     def write_json(self, path: Path | str, data: Any) -> None:
-        """Writes `data` as JSON to `path` (a file of this run) atomically."""
-        atomic_write_text(self.path / path,
+        """Writes `data` as JSON to `path` (e.g. `rd.metrics`) atomically."""
+        atomic_write_text(self._file(path),
                           json.dumps(data, indent=2, default=json_default) + "\n")
 
     def write_text(self, path: Path | str, text: str) -> None:
-        atomic_write_text(self.path / path, text)
+        """Writes `text` to `path` (e.g. `rd.report`) atomically."""
+        atomic_write_text(self._file(path), text)
 
     def read_json(self, path: Path | str) -> dict[str, Any]:
-        return read_json(self.path / path)
+        return read_json(self._file(path))
 
     # -- choosing a run directory -----------------------------------------------
     @classmethod
