@@ -40,7 +40,7 @@ def test_run_directory_is_complete(mlp_run):
     for split in ("train", "val", "test"):
         assert 0.0 <= metrics[split]["accuracy"] <= 1.0 and metrics[split]["loss"] > 0
     assert metrics["epochs_run"] == 3
-    assert _history_epochs(d / "history.csv") == [0, 1, 2]
+    assert _history_epochs(d / "history.csv") == [1, 2, 3]  # epochs count from 1
     assert json.loads((d / "status.json").read_text())["state"] == "finished"
     info = json.loads((d / "run.json").read_text())
     assert info["task"] == "multiclass" and len(info["class_names"]) == 10
@@ -112,7 +112,7 @@ def test_resume_after_a_crash_continues_from_the_backup(tmp_path):
     meta = json.loads((rd / "backup" / "training_metadata.json").read_text())
     assert meta["epoch"] in (2, 3)
     run = kflow.train("digits-mlp", **args)
-    assert _history_epochs(rd / "history.csv") == [0, 1, 2, 3, 4]
+    assert _history_epochs(rd / "history.csv") == [1, 2, 3, 4, 5]
     assert run.metrics["epochs_run"] == 5
     # The resumed run did only the remaining updates.
     steps = json.loads((rd / "run.json").read_text())["steps_per_epoch"]
@@ -148,6 +148,6 @@ def test_killed_cli_run_resumes_with_the_same_command(tmp_path):
                           timeout=600)
     assert done.returncode == 0, done.stderr
     assert "resuming digits-mlp" in done.stdout
-    assert _history_epochs(run_dir / "history.csv") == list(range(40))
+    assert _history_epochs(run_dir / "history.csv") == list(range(1, 41))
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 40
     assert not (run_dir / "backup").exists()

@@ -1,10 +1,8 @@
 """The search space: declarations -> KerasTuner, --search specs, conditions, bad input."""
 
-import math
 
 import pytest
 
-import kflow
 from kflow.errors import ConfigError
 from kflow.recipe.overrides import resolve_recipe
 from kflow.tuning import SearchSpace, hyperband_schedule, parse_search_args
@@ -209,13 +207,23 @@ def test_hyperband_schedule_matches_keras_tuner(max_epochs, factor):
     assert hyperband_schedule(max_epochs, factor) == expected
 
 
-def test_kflow_tune_is_callable_and_cheap_to_import():
+@pytest.mark.parametrize("imports", [
+    "import kflow",
+    "import kflow.tuning.space, kflow",
+    "import kflow.training.engine, kflow.tuning.search, kflow",
+    "import kflow; kflow.tune; import kflow.tuning",
+])
+def test_each_public_name_is_one_thing_in_any_import_order(imports):
+    """`kflow.tune` / `kflow.train` are functions, `kflow.tuning` / `kflow.training` packages,
+    whatever was imported first; importing them loads neither TensorFlow nor KerasTuner."""
     import subprocess
     import sys
 
-    code = ("import sys, kflow, kflow.tuning.space, kflow.tune; "
-            "assert callable(kflow.tune) and callable(kflow.tuning.tune); "
-            "assert 'tensorflow' not in sys.modules and 'keras_tuner' not in sys.modules")
+    code = (f"{imports}\nimport sys, types\n"
+            "assert isinstance(kflow.tune, types.FunctionType), kflow.tune\n"
+            "assert isinstance(kflow.train, types.FunctionType), kflow.train\n"
+            "assert isinstance(kflow.tuning, types.ModuleType)\n"
+            "assert isinstance(kflow.training, types.ModuleType)\n"
+            "assert kflow.tuning.SearchSpace and kflow.tuning.TUNERS\n"
+            "assert 'tensorflow' not in sys.modules and 'keras_tuner' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-    assert math.isfinite(1.0) and kflow.tune.TUNERS == ("random", "grid", "bayesian",
-                                                        "hyperband")

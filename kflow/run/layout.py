@@ -4,24 +4,24 @@ This module is the only place that spells a run file's name. Everything else
 asks a `RunDir` (`rd.config`, `rd.report`, ...) or reads through
 `kflow.run.read_run` / `kflow.run.load_run`.
 
-| path                     | written by                    | content                                   |
-|--------------------------|-------------------------------|-------------------------------------------|
-| `config.yaml`            | the trainer, first            | the resolved configuration (reproduces the run) |
-| `run.json`               | the trainer                   | data facts: task, classes, features, sizes |
-| `status.json`            | the trainer                   | running / interrupted / failed / finished |
-| `history.csv`            | CSVLogger                     | one row per epoch (`epoch` counts from 1) |
-| `grad_norms.csv`         | gradient-norm logger          | per logged step and layer: norms, ratio   |
-| `backup/`                | resumable backup              | resume state; removed once finished       |
-| `checkpoints/best.keras` | best-model checkpoint         | the best epoch's model                    |
-| `tensorboard/`           | TensorBoard writer            | event files                               |
-| `model.keras`            | the trainer, after training   | the final model (plain Keras)             |
-| `metrics.json`           | the trainer                   | train/val/test metrics and stop reason    |
-| `confusion_matrix.json`  | the trainer (classifiers)     | test-split confusion matrix               |
-| `findings.json`          | the doctor                    | the doctor's findings                     |
-| `report.html`            | the report                    | the self-contained HTML report            |
-| `export/`                | `kflow export`                | TFLite files, metadata, `export.json`, `export.html`, `report_section.html` |
-| `samples.npz`            | the trainer                   | test and training rows that export checks on |
-| `cv.json`, `cv.csv`      | `kflow cv`                    | per-fold and mean ± std metrics           |
+| path                   | written by       | content                                   |
+|------------------------|------------------|-------------------------------------------|
+| `config.yaml`          | trainer, first   | resolved configuration (reproduces the run) |
+| `run.json`             | trainer          | data facts: task, classes, features, sizes |
+| `samples.npz`          | trainer          | test and training rows export checks on   |
+| `status.json`          | trainer          | running / interrupted / failed / finished |
+| `history.csv`          | HistoryCSV       | one row per epoch (`epoch` counts from 1) |
+| `grad_norms.csv`       | grad-norm logger | per logged step and layer: norms, ratio   |
+| `backup/`              | backup callback  | resume state; removed once finished       |
+| `checkpoints/best.keras` | checkpoint     | the best epoch's model (plain Keras)      |
+| `tensorboard/`         | TensorBoard      | event files                               |
+| `model.keras`          | trainer          | the final model (plain Keras)             |
+| `metrics.json`         | trainer          | train/val/test metrics, stop reason       |
+| `confusion_matrix.json`| trainer          | test confusion matrix (classifiers)       |
+| `findings.json`        | the doctor       | the doctor's findings                     |
+| `report.html`          | the report       | self-contained HTML report                |
+| `export/`              | `kflow export`   | TFLite files, metadata, export reports    |
+| `cv.json`, `cv.csv`    | `kflow cv`       | per-fold and mean ± std metrics           |
 
 A run is *finished* when `status.json` says so; that marker is written last,
 after every other file. Until then `backup/` is kept, and re-running the

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from kflow.errors import ConfigError, RunError, did_you_mean
-from kflow.run import RunDir
 from kflow.recipe.base import Recipe
+from kflow.run import RunDir
 from kflow.tuning.objective import Objective, resolve_objective
 from kflow.tuning.report import TrialRow, write_best_yaml, write_report, write_trials_csv
 from kflow.tuning.space import SearchSpace
@@ -492,9 +492,8 @@ def _write_outputs(tune_dir: Path, rows: list[TrialRow], space: SearchSpace, obj
 
 def _retrain(result: TuneResult, runner: TrialRunner, log: Any) -> Any:
     """Trains the best configuration on train + validation for its best epoch count."""
+    from kflow.run import RunDir, load_run
     from kflow.training.engine import train
-    from kflow.run import load_run
-    from kflow.run import RunDir
 
     best = result.best
     epochs = max(1, int(round(best.best_epoch or best.epochs_run or runner.max_epochs)))

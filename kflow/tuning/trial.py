@@ -149,8 +149,8 @@ class TrialRunner:
 
     def _train(self, recipe: Any, trial_dir: Path, outcome: TrialOutcome,
                finished: bool) -> None:
-        from kflow.training.engine import train
         from kflow.run import load_run
+        from kflow.training.engine import train
 
         if finished:
             run = load_run(trial_dir, load_model=False)

@@ -136,7 +136,6 @@ class KflowTuner(keras_tuner.Tuner):
         pass
 
     def load_model(self, trial):
-        import keras
 
         from kflow.run import RunDir
         from kflow.run.model_file import load_model_file
