@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -69,6 +70,11 @@ def add_parser(sub) -> None:
                    help="hyperband's iterations")
     p.add_argument("--max-failures", type=int, default=5,
                    help="stop after this many failed trials in a row (default 5)")
+    p.add_argument("--oracle-bind", default=None, metavar="ADDR",
+                   help="distributed search, chief only: the address the oracle listens on "
+                   "(default 127.0.0.1, loopback only, since KerasTuner's oracle has no "
+                   "authentication). Give this node's address for workers on other nodes of "
+                   "a trusted network")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run, needs_tensorflow=True)
 
@@ -76,6 +82,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from kflow.tuning.search import tune
 
+    if args.oracle_bind:
+        os.environ["KFLOW_ORACLE_BIND"] = args.oracle_bind
     result = tune(
         args.recipe, tuner=args.tuner, max_trials=args.max_trials, max_epochs=args.max_epochs,
         objective=args.objective, set_args=args.set_args, search_args=args.search_args,

@@ -163,6 +163,21 @@ class KflowTuner(keras_tuner.Tuner):
         self.on_search_end()
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def oracle_bind_address() -> str:
+    """The address the chief's oracle listens on.
+
+    KerasTuner's gRPC oracle has no authentication, so kflow binds it to the
+    loopback interface (127.0.0.1) unless the user asks for another address
+    with `kflow tune --oracle-bind ADDR` (the `KFLOW_ORACLE_BIND` variable):
+    the node's own address for workers on other nodes of a trusted cluster
+    network, or 0.0.0.0 for all interfaces.
+    """
+    return os.environ.get("KFLOW_ORACLE_BIND") or "127.0.0.1"
+
+
 def serve_oracle(oracle: keras_tuner.Oracle, tune_dir: Path,
                  log: Callable[[str], None] = print) -> None:
     """Serves `oracle` over gRPC until every worker was told to stop.
@@ -177,7 +192,7 @@ def serve_oracle(oracle: keras_tuner.Oracle, tune_dir: Path,
     from keras_tuner.src import protos
     from keras_tuner.src.distribute.oracle_chief import OracleServicer, exit_chief
 
-    ip = os.environ["KERASTUNER_ORACLE_IP"]
+    ip = oracle_bind_address()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     servicer = OracleServicer(oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
@@ -192,8 +207,12 @@ def serve_oracle(oracle: keras_tuner.Oracle, tune_dir: Path,
     server.start()
     atomic_write_text(Path(tune_dir) / "chief.json",
                       json.dumps({"ip": ip, "port": port, "pid": os.getpid()}) + "\n")
-    log(f"oracle listening on {ip}:{port}; start workers with the same command and "
-        f"KERASTUNER_TUNER_ID=tuner<N> KERASTUNER_ORACLE_IP={ip} KERASTUNER_ORACLE_PORT={port}")
+    scope = ("loopback only: workers must run on this machine; --oracle-bind ADDR opens it to "
+             "others" if ip in _LOOPBACK else "reachable from the network, without "
+             "authentication: use it on a trusted network only")
+    log(f"oracle listening on {ip}:{port} ({scope}); start workers with the same command and "
+        f"KERASTUNER_TUNER_ID=tuner<N> KERASTUNER_ORACLE_IP={os.environ['KERASTUNER_ORACLE_IP']}"
+        f" KERASTUNER_ORACLE_PORT={port}")
     try:
         while not (servicer.stop_triggered and exit_chief(oracle)):
             time.sleep(0.2)
