@@ -88,9 +88,6 @@ def digits_int8_io_export():
 
 def load_test_split(run_dir: Path):
     """The run's test split, re-made from its config.yaml."""
-    from kflow.recipe.overrides import resolve_recipe
-    from kflow.training.engine import prepare
+    from kflow.training.trainer import Trainer
 
-    recipe, engine = resolve_recipe(str(run_dir / "config.yaml"))
-    _, splits = prepare(recipe, int(engine.get("seed", 0)))
-    return splits.test
+    return Trainer.from_run(run_dir, verbose=0).splits().test

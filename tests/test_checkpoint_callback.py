@@ -26,13 +26,14 @@ def setup(tmp_path, monkeypatch):
     model.compile(optimizer="sgd", loss="mse")
     saved = []
 
-    def fake_save(path, *args, **kwargs):  # a write that takes 1 s of the clock
+    def fake_save(self, path, *args, **kwargs):  # a write that takes 1 s of the clock
+        assert self is not model  # the plain copy is what is saved
         clock.now += 1.0
-        saved.append(float(model.get_layer("d").kernel.numpy()[0, 0]))
+        saved.append(float(self.get_layer("d").kernel.numpy()[0, 0]))
         with open(path, "w") as f:
             f.write("model")
 
-    monkeypatch.setattr(model, "save", fake_save)
+    monkeypatch.setattr(keras.Model, "save", fake_save)
     ckpt = BestModelCheckpoint(tmp_path / "best.keras", monitor="val_loss", max_overhead=0.5)
     ckpt.set_model(model)
     return clock, model, ckpt, saved
@@ -90,3 +91,21 @@ def test_non_finite_or_missing_monitor_is_ignored(setup):
     ckpt.on_epoch_begin(1)
     ckpt.on_epoch_end(1, {"loss": 0.3})
     assert saved == [] and ckpt.best_epoch is None
+
+
+def test_the_checkpoint_is_a_plain_keras_model(tmp_path):
+    from kflow.insight.insight_model import InsightModel
+
+    inputs = keras.Input((2,))
+    model = InsightModel(inputs, keras.layers.Dense(1, name="d")(inputs), grad_log_every=1)
+    model.compile(optimizer="adam", loss="mse")
+    x, y = np.ones((8, 2), "float32"), np.zeros((8, 1), "float32")
+    ckpt = BestModelCheckpoint(tmp_path / "best.keras", monitor="loss", max_overhead=1.0)
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[ckpt])
+    loaded = keras.saving.load_model(tmp_path / "best.keras", safe_mode=True,
+                                     custom_objects={})
+    assert type(loaded).__name__ == "Functional" and loaded.compiled
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)
+    # The optimizer state was saved with it (Adam's moments of the last epoch).
+    assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())

@@ -20,6 +20,7 @@ from kflow.data import (
     split_preprocessing,
     train_val_test_split,
 )
+from kflow.data.impute import imputed_fill_values
 from kflow.errors import DataError
 from kflow.recipe.overrides import resolve_recipe
 from tests.conftest import REPO
@@ -63,7 +64,7 @@ def test_scaler_statistics_come_from_the_training_split_only(scaling):
         NUMERIC, ["hours_studied", "sleep_hours", "previous_score", "tutoring", "absences"],
         strict=True)}).astype("float64")
     # The imputer's medians are the training split's, and so are the scaler's statistics.
-    fill = np.asarray(model.get_layer("numeric_impute").fill_value)
+    fill = np.asarray(imputed_fill_values(model)["numeric_features"])
     np.testing.assert_allclose(fill, train.median().to_numpy(), rtol=1e-6)
     assert not np.allclose(fill, full.median().to_numpy())
     imputed = train.fillna(train.median())
@@ -181,8 +182,8 @@ def test_embedding_integer_categories_and_round_trip(tmp_path):
                                   embedding_dim=3, scaling="none", seed=0)
     assert features.shape[-1] == 1 + 3 + 3
     model = keras.Model(inputs, keras.layers.Dense(1)(features))
-    fills = model.get_layer("color_impute").fill_value, model.get_layer("code_impute").fill_value
-    assert fills == ("red", 3)
+    fills = imputed_fill_values(model)
+    assert (fills["color"], fills["code"], fills["size"]) == ("red", 3, [1.0])
     model.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(again.predict(data.x, verbose=0),

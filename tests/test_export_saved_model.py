@@ -247,7 +247,11 @@ def test_failed_export_leaves_no_partial_version(tmp_path, monkeypatch):
 def test_missing_run_and_missing_model_are_one_line_errors(tmp_path):
     with pytest.raises(RunError, match=r"Run directory '.*nope' does not exist\."):
         export_run(tmp_path / "nope", base=tmp_path / "base")
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(RunError, match="is not a kflow run directory"):
+        export_run(tmp_path / "photos", base=tmp_path / "base")
     (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "status.json").write_text('{"state": "running"}')
     with pytest.raises(RunError, match="has no model.keras: the run did not finish"):
         export_run(tmp_path / "unfinished", base=tmp_path / "base")
 
@@ -268,6 +272,7 @@ def test_unwritable_base_is_a_one_line_error(tmp_path):
 
 def test_int8_without_representative_data(tmp_path):
     run_dir = copy_run(digits_cnn_run(), "nodata")
+    (run_dir / "samples.npz").unlink()  # an older run, whose recipe file is gone
     config = run_dir / "config.yaml"
     config.write_text(config.read_text().replace("recipe: digits-cnn", "recipe: gone.py"))
     with pytest.raises(RepresentativeDataError, match=r"int8 quantization needs representative "

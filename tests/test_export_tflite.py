@@ -127,7 +127,7 @@ def test_tabular_preprocessing_the_converter_cannot_take_is_reported():
     assert "\n" not in message
     assert message.startswith("The TFLite converter rejected the float32 model: unsupported "
                               "TensorFlow ops tf.")
-    assert "school_impute (Impute)" in message
+    assert "school_impute (keras.ops.where)" in message
     assert "re-run with --tflite-preprocessing sidecar" in message
     assert not (run_dir / "export").exists()
 

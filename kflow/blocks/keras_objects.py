@@ -1,21 +1,23 @@
-"""Keras classes defined by kflow, registered for `model.keras` reloading.
+"""Keras classes defined by kflow, and their built-in equivalents for saved models.
 
 Importing this module imports keras. The rest of `kflow.blocks` imports it only
 when one of these classes is needed, so that names can be validated cheaply.
 
-Before `keras.models.load_model()` in a process that has not built a model
-with them, call `kflow.blocks.register_custom_objects()` (or import this
-module) so that Keras can find the classes by their registered names.
+A run's `model.keras` holds none of these classes: `builtin_config` replaces
+them in layer configs with the built-in Keras object that behaves the same
+(see `kflow.training.plain_model`), so plain `keras.saving.load_model` opens
+it. They stay registered (package "kflow") for models a user saves directly.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import keras
 
-__all__ = ["UniformFanIn"]
+__all__ = ["UniformFanIn", "builtin_config"]
 
 
 @keras.saving.register_keras_serializable(package="kflow")
@@ -70,6 +72,18 @@ class UniformFanIn(keras.initializers.Initializer):
         limit = self.limit(shape)
         return keras.random.uniform(shape, minval=-limit, maxval=limit, dtype=dtype, seed=self.seed)
 
+    def as_builtin(self) -> keras.initializers.VarianceScaling:
+        """The built-in initializer that draws from the same distribution.
+
+        `VarianceScaling(scale=1/3, mode="fan_in", distribution="uniform")`
+        draws from U(-l, l) with l = sqrt(3 * scale / fan_in) = 1/sqrt(fan_in),
+        with Keras' `fan_in` (the same as `UniformFanIn.fan_in`). The drawn
+        values differ (another random stream); the distribution is the same.
+        """
+        seed = self._init_seed if isinstance(self._init_seed, int) else None
+        return keras.initializers.VarianceScaling(
+            scale=1.0 / 3.0, mode="fan_in", distribution="uniform", seed=seed)
+
     def get_config(self) -> dict:
         seed = self._init_seed
         if isinstance(seed, keras.random.SeedGenerator):
@@ -82,3 +96,37 @@ class UniformFanIn(keras.initializers.Initializer):
         if isinstance(config.get("seed"), dict):
             config["seed"] = keras.saving.deserialize_keras_object(config["seed"])
         return cls(**config)
+
+
+#: Registered names of kflow's Keras classes -> their class.
+_CLASSES = {"kflow>UniformFanIn": UniformFanIn}
+
+
+def builtin_config(config: Any) -> Any:
+    """A layer config with kflow's serialized objects replaced by built-in ones.
+
+    Walks the (nested) config and replaces each serialized kflow object
+    (`"registered_name": "kflow>..."`) that has a built-in equivalent
+    (`as_builtin()`) with that object's serialization; the rest is returned
+    unchanged (a new structure; `config` is not modified).
+
+    Args:
+        config: A layer's `get_config()`.
+
+    Example:
+
+    ```python
+    layer = keras.layers.Dense(4, kernel_initializer=UniformFanIn(seed=0))
+    builtin_config(layer.get_config())["kernel_initializer"]["class_name"]
+    # 'VarianceScaling'
+    ```
+    """
+    if isinstance(config, dict):
+        cls = _CLASSES.get(config.get("registered_name"))
+        if cls is not None and isinstance(config.get("config"), dict):
+            obj = cls.from_config(config["config"])
+            return keras.saving.serialize_keras_object(obj.as_builtin())
+        return {k: builtin_config(v) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return type(config)(builtin_config(v) for v in config)
+    return config

@@ -79,16 +79,16 @@ def run(args: argparse.Namespace) -> int:
     from kflow.export.report import render_table
 
     log = None if args.quiet else (lambda msg: print(f"kflow: {msg}", flush=True))
+    import dataclasses
+
+    from kflow.export import ExportOptions
+
+    options = ExportOptions(**{f.name: getattr(args, f.name)
+                               for f in dataclasses.fields(ExportOptions) if hasattr(args, f.name)})
     result = export_run(
         args.run_dir, name=args.name, base=args.base, version=args.version,
-        overwrite=args.overwrite, serving=args.serving, tflite=args.tflite,
-        int8_io=args.int8_io, max_accuracy_drop=args.max_accuracy_drop,
-        max_error_increase=args.max_error_increase,
-        tflite_preprocessing=args.tflite_preprocessing, serving_root=args.serving_root,
-        warmup_rows=args.warmup_rows, representative_data=args.representative_data,
-        representative_samples=args.representative_samples,
-        split_features=args.split_features, trust_recipe_file=args.trust_recipe_file,
-        log=log,
+        overwrite=args.overwrite, serving=args.serving, tflite=args.tflite, options=options,
+        trust_recipe_file=args.trust_recipe_file, log=log,
     )
     report = result.report
     if result.version_dir is not None:

@@ -16,7 +16,9 @@ The layers (`RandomFlip`, `RandomRotation`, `RandomZoom`, `RandomCrop`,
 `RandomContrast`) draw new transformations at every training step. They are
 wrapped in a `TrainingAugmentation` layer that runs them only in training,
 so inference (`predict`, `evaluate`, `model(x)`, the exported SavedModel and
-TFLite) has no augmentation op and served predictions are deterministic.
+TFLite) has no augmentation op and served predictions are deterministic. A
+run's saved `model.keras` leaves the wrapper out altogether (it is identity at
+inference), so plain Keras opens it without kflow.
 """
 
 from __future__ import annotations

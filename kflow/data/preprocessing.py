@@ -3,8 +3,8 @@
 `preprocess_columns` turns the named raw inputs of a model (one `keras.Input`
 per column, from `column_inputs`) into one feature vector:
 
-    numeric and boolean columns -> Concatenate -> Impute -> Normalization
-    each category column        -> Impute -> StringLookup / IntegerLookup
+    numeric and boolean columns -> Concatenate -> impute -> Normalization
+    each category column        -> impute -> StringLookup / IntegerLookup
                                    (one-hot, or int -> Embedding)
     all parts                   -> Concatenate(name="preprocessed")
 
@@ -14,7 +14,9 @@ comes from the training split only, computed by scikit-learn
 `adapt()`, and is
 stored in the layers, so the saved and exported model takes raw rows:
 NaN for a missing number, "" for a missing category, unseen categories go to
-an out-of-vocabulary bucket.
+an out-of-vocabulary bucket. Imputation is `kflow.data.impute.impute`:
+built-in `keras.ops` (`where(isnan(x), fill, x)`), so the model holds only
+Keras' own layers and operations and plain `keras.saving.load_model` opens it.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ def preprocess_columns(
     """
     import keras
 
-    from kflow.data.impute import Impute, fit_impute
+    from kflow.data.impute import fit_impute, impute
 
     _check_option(scaling, SCALINGS, "scaling")
     _check_option(categorical_encoding, CATEGORICAL_ENCODINGS, "categorical_encoding")
@@ -177,8 +179,7 @@ def preprocess_columns(
         ]
         x = (keras.layers.Concatenate(name="numeric_features")([inputs[k] for k in numeric])
              if len(numeric) > 1 else inputs[numeric[0]])
-        strategies = sorted({_fit_strategy(specs[k]) for k in numeric})
-        x = Impute(fills, strategy=",".join(strategies), name="numeric_impute")(x)
+        x = impute(x, fills)
         imputed = np.where(np.isnan(values), np.asarray(fills, "float32"), values)
         if scaling == "standard":
             from sklearn.preprocessing import StandardScaler
@@ -205,7 +206,7 @@ def preprocess_columns(
             continue
         values = _column_values(train, key, spec)
         fill = fit_impute(values[:, None], _fit_strategy(spec))[0]
-        x = Impute(fill, strategy=_fit_strategy(spec), name=f"{key}_impute")(inputs[key])
+        x = impute(inputs[key], fill)
         mode = "one_hot" if categorical_encoding == "one_hot" else "int"
         if spec["kind"] == "integer":
             imputed = np.where(values == -1, fill, values)

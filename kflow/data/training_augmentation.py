@@ -5,7 +5,9 @@ Importing this module imports keras. Keras' random image layers
 says otherwise, and `model.export()` calls the model without a `training`
 argument: on their own they would keep augmenting in the exported SavedModel.
 This wrapper defaults to `training=False`, so the exported inference graph
-holds no augmentation op at all.
+holds no augmentation op at all. Being identity at inference, it is left out
+of what a run saves (`kflow.training.plain_model.to_plain_model`), so
+`model.keras` opens with plain Keras.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from kflow.export.errors import (
     TFLiteConversionError,
     VersionExistsError,
 )
-from kflow.export.exporter import TFLITE_PREPROCESSING, ExportResult, export_run
+from kflow.export.exporter import TFLITE_PREPROCESSING, ExportOptions, ExportResult, export_run
 from kflow.export.layout import InputLayout
 from kflow.export.model_base import ModelBase, read_models_config
 from kflow.export.sidecar import apply_sidecar
@@ -34,6 +34,7 @@ from kflow.export.warmup import read_warmup_requests
 
 __all__ = [
     "export_run",
+    "ExportOptions",
     "ExportResult",
     "TFLITE_PREPROCESSING",
     "TFLITE_VARIANTS",

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import uuid
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from kflow.export.errors import (
 from kflow.export.layout import InputLayout, check_single_output, num_rows, take
 from kflow.run import RunDir, RunSamples
 
-__all__ = ["export_run", "ExportResult", "TFLITE_PREPROCESSING",
+__all__ = ["export_run", "ExportOptions", "ExportResult", "TFLITE_PREPROCESSING",
            "load_run_data", "tflite_input_names", "default_model_name"]
 
 TFLITE_PREPROCESSING = ("model", "sidecar")
@@ -187,41 +186,13 @@ def _gate_failure(task: str, variants: dict[str, dict[str, Any]], max_accuracy_d
     return None
 
 
-def export_run(
-    run_dir: str | Path,
-    *,
-    name: str | None = None,
-    base: str | Path = "exports",
-    version: int | None = None,
-    overwrite: bool = False,
-    serving: bool = True,
-    tflite: str | Iterable[str] | None = None,
-    int8_io: bool = False,
-    max_accuracy_drop: float = 1.0,
-    max_error_increase: float = 5.0,
-    tflite_preprocessing: str = "model",
-    serving_root: str = "/models",
-    warmup_rows: int = 5,
-    representative_data: Any = None,
-    representative_samples: int = 200,
-    parity_tolerance: float = 1e-5,
-    split_features: bool = True,
-    latency_samples: int = 100,
-    trust_recipe_file: bool = False,
-    log: Callable[[str], None] | None = None,
-) -> ExportResult:
-    """Exports a finished run: SavedModel into a TF Serving base, and TFLite variants.
+@dataclass
+class ExportOptions:
+    """How a run is exported, past the common choices of `export_run` (declared as data).
 
-    Args:
-        run_dir: A finished run directory (with `model.keras`).
-        name: The model's name in the base. Defaults to the recipe's name.
-        base: The TF Serving model base directory (`kflow serve` serves it too).
-            Defaults to "exports".
-        version: The version to publish. Defaults to the next free one.
-        overwrite: Replace an existing `version`. Defaults to `False`.
-        serving: Write the SavedModel version and `models.config`. Defaults to `True`.
-        tflite: Variants: "float32,float16,dynamic,int8", "all" or a list.
-            Defaults to `None` (no TFLite).
+    Every field is also a `kflow export` flag of the same name (`--warmup-rows`...).
+
+    Attributes:
         int8_io: int8 inputs and outputs for the int8 variant. Defaults to `False`.
         max_accuracy_drop: The gate: accuracy points a variant may lose
             against float32 (float32 against Keras). Defaults to 1.0.
@@ -234,22 +205,105 @@ def export_run(
             Defaults to "/models".
         warmup_rows: TF Serving warmup requests to write. Defaults to 5.
         representative_data: int8 calibration rows (an array, a dict of
-            arrays, or a .npy/.npz path). Defaults to the training split.
+            arrays, or a .npy/.npz path). Defaults to the run's training rows.
         representative_samples: Calibration rows drawn. Defaults to 200.
         parity_tolerance: Largest SavedModel-vs-Keras difference. Defaults to 1e-5.
         split_features: One signature input per named feature of a single
             vector input. Defaults to `True`.
         latency_samples: One-row invocations timed per variant. Defaults to 100.
+    """
+
+    int8_io: bool = False
+    max_accuracy_drop: float = 1.0
+    max_error_increase: float = 5.0
+    tflite_preprocessing: str = "model"
+    serving_root: str = "/models"
+    warmup_rows: int = 5
+    representative_data: Any = None
+    representative_samples: int = 200
+    parity_tolerance: float = 1e-5
+    split_features: bool = True
+    latency_samples: int = 100
+
+    @classmethod
+    def resolve(cls, options: ExportOptions | None, values: dict[str, Any]) -> ExportOptions:
+        """`options` (or the defaults) with `values` replaced; unknown names are an error."""
+        import dataclasses
+
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise TypeError(f"export_run() got unknown option(s) {', '.join(unknown)}. "
+                            f"Valid options: {', '.join(names)}.")
+        opts = dataclasses.replace(options or cls(), **values)
+        opts.validate()
+        return opts
+
+    def validate(self) -> None:
+        if self.tflite_preprocessing not in TFLITE_PREPROCESSING:
+            raise ConfigError(
+                f"tflite_preprocessing must be one of: {', '.join(TFLITE_PREPROCESSING)}. "
+                f"Got {self.tflite_preprocessing!r} instead.")
+        if self.max_accuracy_drop < 0 or self.max_error_increase < 0:
+            raise ConfigError("--max-accuracy-drop and --max-error-increase must be >= 0.")
+
+
+@dataclass
+class _Plan:
+    """Everything an export needs, checked before anything is written."""
+
+    run_dir: Path
+    name: str
+    task: str
+    class_names: list[str] | None
+    variants: list[str]
+    base: Any  # ModelBase, or None without a serving export
+    data: RunSamples
+    model: Any
+    layout: InputLayout
+    rep_x: Any
+    parity_x: Any
+    rows_source: str
+
+
+def export_run(
+    run_dir: str | Path,
+    *,
+    base: str | Path = "exports",
+    name: str | None = None,
+    version: int | None = None,
+    overwrite: bool = False,
+    serving: bool = True,
+    tflite: str | Iterable[str] | None = None,
+    options: ExportOptions | None = None,
+    trust_recipe_file: bool = False,
+    log: Callable[[str], None] | None = None,
+    **option_values: Any,
+) -> ExportResult:
+    """Exports a finished run: SavedModel into a TF Serving base, and TFLite variants.
+
+    Args:
+        run_dir: A finished run directory (with `model.keras`).
+        base: The TF Serving model base directory (`kflow serve` serves it too).
+            Defaults to "exports".
+        name: The model's name in the base. Defaults to the recipe's name.
+        version: The version to publish. Defaults to the next free one.
+        overwrite: Replace an existing `version`. Defaults to `False`.
+        serving: Write the SavedModel version and `models.config`. Defaults to `True`.
+        tflite: Variants: "float32,float16,dynamic,int8", "all" or a list.
+            Defaults to `None` (no TFLite).
+        options: An `ExportOptions` (gates, warmup, calibration...).
         trust_recipe_file: For a run without `samples.npz` (an older kflow),
             allow importing the recipe file its config names to re-make the
             test split. Defaults to `False`.
         log: Called with progress sentences. Defaults to silent.
+        **option_values: `ExportOptions` fields, e.g. `warmup_rows=0`.
 
     Returns:
         An `ExportResult`.
 
     Raises:
-        RunError: The run directory does not exist or has no model.
+        RunError: The run directory does not exist, is not a run, or has no model.
         VersionExistsError: `version` exists and `overwrite` is off.
         BaseNotWritableError: The base cannot be written.
         RepresentativeDataError: int8 without representative data.
@@ -259,26 +313,32 @@ def export_run(
 
     ```python
     import kflow
-    result = kflow.export_run("runs/digits-cnn-1a2b3c4d", base="exports",
-                              tflite="float32,int8")
+    result = kflow.export_run("runs/digits-cnn", base="exports", tflite="float32,int8")
     print(result.version_dir, result.report["tflite"]["variants"]["int8"]["accuracy"])
     ```
     """
+    opts = ExportOptions.resolve(options, option_values)
+    say = log or (lambda _msg: None)
+    plan = _plan(Path(run_dir), base, name, version, overwrite, serving, tflite, opts,
+                 trust_recipe_file, say)
+    result = _build_and_publish(plan, version, overwrite, opts, say)
+    from kflow.export.report import attach_to_run_report
+
+    result.notes.append(attach_to_run_report(plan.run_dir, result.report))
+    return result
+
+
+def _plan(run_dir: Path, base: Any, name: str | None, version: int | None, overwrite: bool,
+          serving: bool, tflite: Any, opts: ExportOptions, trust_recipe_file: bool,
+          say: Callable[[str], None]) -> _Plan:
+    """Checks the request and loads the run (one-line errors before anything is written)."""
     from kflow.export.model_base import ModelBase, require_serving_api
     from kflow.export.tflite import parse_variants
     from kflow.run import load_run
 
-    say = log or (lambda _msg: None)
-    run_dir = Path(run_dir)
     variants = parse_variants(tflite)
     if not serving and not variants:
         raise ConfigError("Nothing to export: serving is off and no --tflite variant was given.")
-    if tflite_preprocessing not in TFLITE_PREPROCESSING:
-        raise ConfigError(
-            f"tflite_preprocessing must be one of: {', '.join(TFLITE_PREPROCESSING)}. "
-            f"Got {tflite_preprocessing!r} instead.")
-    if max_accuracy_drop < 0 or max_error_increase < 0:
-        raise ConfigError("--max-accuracy-drop and --max-error-increase must be >= 0.")
     if not run_dir.is_dir():
         raise RunError(f"Run directory '{run_dir}' does not exist.")
     run = load_run(run_dir, load_model=False)  # one-line errors before loading Keras
@@ -286,12 +346,11 @@ def export_run(
     if task not in ("multiclass", "binary", "regression"):
         raise RunError(f"Run directory '{run_dir}' has no run.json with the task; "
                        "re-run its training command to complete it.")
-    class_names = run.info.get("class_names") or None
     name = name or default_model_name(run)
     mb = None
     if serving:
         require_serving_api()
-        mb = ModelBase(base, serving_root)
+        mb = ModelBase(base, opts.serving_root)
         mb.check_name(name)
         mb.check_writable(name)
         if version is not None:
@@ -302,84 +361,84 @@ def export_run(
         say(f"the run's data could not be loaded ({data.reason}); parity is checked on "
             "made-up rows and TFLite accuracy is not measured.")
     rep_x = None
-    if "int8" in variants and representative_data is None:
+    if "int8" in variants:
         rep_x = data.train_x
+        if opts.representative_data is not None:
+            rep_x = (_load_representative(opts.representative_data)
+                     if isinstance(opts.representative_data, (str, Path))
+                     else opts.representative_data)
         if rep_x is None:
             raise RepresentativeDataError(
                 "int8 quantization needs representative data, and the run's training split "
                 f"could not be loaded ({data.reason}). Pass --representative-data FILE "
                 "(.npy / .npz of model inputs) or leave int8 out of --tflite.")
-
-    with warnings.catch_warnings():
-        # Subclassed training models (kflow.insight) skip compile() on load; export
-        # does not need it.
-        warnings.filterwarnings("ignore", message=r".*compile\(\)` was not called")
-        run = load_run(run_dir)
-    model = run.model
+        if num_rows(rep_x) == 0:
+            raise RepresentativeDataError("int8 quantization needs representative data; the "
+                                          "representative sample is empty.")
+    model = load_run(run_dir).model
     check_single_output(model)
-    layout = InputLayout.from_model(model, run.info.get("feature_names"), split_features)
-    if "int8" in variants and representative_data is not None:
-        rep_x = (_load_representative(representative_data)
-                 if isinstance(representative_data, (str, Path)) else representative_data)
-    if rep_x is not None and num_rows(rep_x) == 0:
-        raise RepresentativeDataError("int8 quantization needs representative data; the "
-                                      "representative sample is empty.")
-
+    layout = InputLayout.from_model(model, run.info.get("feature_names"), opts.split_features)
     if data.test_x is not None:
-        parity_x = take(data.test_x, slice(0, _PARITY_ROWS))
-        rows_source = "test split"
+        parity_x, rows_source = take(data.test_x, slice(0, _PARITY_ROWS)), "test split"
     else:
-        parity_x = layout.synthetic(16)
-        rows_source = "made-up rows (data not loadable)"
+        parity_x, rows_source = layout.synthetic(16), "made-up rows (data not loadable)"
+    return _Plan(run_dir=run_dir, name=name, task=task,
+                 class_names=run.info.get("class_names") or None, variants=variants, base=mb,
+                 data=data, model=model, layout=layout, rep_x=rep_x, parity_x=parity_x,
+                 rows_source=rows_source)
 
-    report: dict[str, Any] = {
-        "run_dir": str(run_dir), "name": name, "task": task, "class_names": class_names,
-        "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "signature": {"key": "serving_default", "inputs": layout.describe(),
-                      "outputs": _outputs_description(task, class_names)},
-    }
+
+def _build_and_publish(plan: _Plan, version: int | None, overwrite: bool,
+                       opts: ExportOptions, say: Callable[[str], None]) -> ExportResult:
+    """Writes every artifact into staging folders, checks them, then renames them in."""
     from kflow import __version__
 
-    report["kflow_version"] = __version__
-    result = ExportResult(run_dir=run_dir, name=name, report=report)
-    staging_export = run_dir / f".export-staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    p, mb = plan, plan.base
+    report: dict[str, Any] = {
+        "run_dir": str(p.run_dir), "name": p.name, "task": p.task,
+        "class_names": p.class_names, "kflow_version": __version__,
+        "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "signature": {"key": "serving_default", "inputs": p.layout.describe(),
+                      "outputs": _outputs_description(p.task, p.class_names)},
+    }
+    result = ExportResult(run_dir=p.run_dir, name=p.name, report=report)
+    staging_export = p.run_dir / f".export-staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging_version = None
-    fresh_model_dir = mb is not None and not mb.model_dir(name).exists()
+    fresh_model_dir = mb is not None and not mb.model_dir(p.name).exists()
     published = False
-    lock = mb.lock(name) if mb is not None else contextlib.nullcontext()
     try:
-        with lock:
+        with mb.lock(p.name) if mb is not None else contextlib.nullcontext():
             if mb is not None:
-                mb.clean_stale(name)
-                if version is None:
-                    version = mb.next_version(name)
-                mb.check_version(name, version, overwrite)
-                staging_version = mb.staging_dir(name, version)
-                say(f"writing the SavedModel for {name} version {version}")
+                mb.clean_stale(p.name)
+                version = version if version is not None else mb.next_version(p.name)
+                mb.check_version(p.name, version, overwrite)
+                staging_version = mb.staging_dir(p.name, version)
+                say(f"writing the SavedModel for {p.name} version {version}")
                 report["saved_model"] = _saved_model(
-                    model, layout, task, class_names, staging_version, parity_x,
-                    parity_tolerance, name, warmup_rows, data, rows_source, say)
+                    p.model, p.layout, p.task, p.class_names, staging_version, p.parity_x,
+                    opts.parity_tolerance, p.name, opts.warmup_rows, p.data, p.rows_source, say)
             try:
                 staging_export.mkdir(parents=True)
             except OSError as exc:
                 raise ExportError(
-                    f"Run directory '{run_dir}' is not writable ({exc.strerror}); the export "
+                    f"Run directory '{p.run_dir}' is not writable ({exc.strerror}); the export "
                     "report and TFLite files go into RUN_DIR/export. Nothing was exported."
                 ) from None
-            if variants:
+            if p.variants:
                 report["tflite"] = _tflite(
-                    model, layout, task, class_names, variants, staging_export, data, rep_x,
-                    int8_io, tflite_preprocessing, max_accuracy_drop, max_error_increase,
-                    representative_samples, latency_samples, say)
-                failure = _gate_failure(task, report["tflite"]["variants"],
-                                        max_accuracy_drop, max_error_increase,
-                                        _int8_hint(model, report["tflite"]))
+                    p.model, p.layout, p.task, p.class_names, p.variants, staging_export,
+                    p.data, p.rep_x, opts.int8_io, opts.tflite_preprocessing,
+                    opts.max_accuracy_drop, opts.max_error_increase,
+                    opts.representative_samples, opts.latency_samples, say)
+                failure = _gate_failure(p.task, report["tflite"]["variants"],
+                                        opts.max_accuracy_drop, opts.max_error_increase,
+                                        _int8_hint(p.model, report["tflite"]))
                 if failure is not None:
                     raise failure
             # Everything checked: publish.
-            export_dir = RunDir(run_dir).export
+            export_dir = RunDir(p.run_dir).export
             if mb is not None:
-                result.version_dir = mb.model_dir(name) / str(version)
+                result.version_dir = mb.model_dir(p.name) / str(version)
                 result.version, result.models_config = version, mb.path / "models.config"
                 report["saved_model"]["version_dir"] = str(result.version_dir)
                 report.update({"base": str(mb.path), "version": version,
@@ -387,7 +446,7 @@ def export_run(
                                "models_config": str(result.models_config)})
             _write_reports(staging_export, report)
             if mb is not None:
-                mb.publish(staging_version, name, version, overwrite)
+                mb.publish(staging_version, p.name, version, overwrite)
                 staging_version = None
                 mb.write_models_config()
                 say(f"published {result.version_dir} and updated {result.models_config}")
@@ -403,10 +462,7 @@ def export_run(
         if staging_export.exists():
             shutil.rmtree(staging_export, ignore_errors=True)
         if not published and fresh_model_dir:
-            mb.remove_if_empty(name)
-    from kflow.export.report import attach_to_run_report
-
-    result.notes.append(attach_to_run_report(run_dir, report))
+            mb.remove_if_empty(p.name)
     return result
 
 

@@ -1,8 +1,9 @@
 """Moving a model's input preprocessing into a JSON sidecar for TFLite.
 
-Some preprocessing cannot go through the TFLite converter (NaN tests of an
-`Impute` layer, string ops). `plan_sidecar` finds every tensor computable
-from the raw inputs by preprocessing layers alone (Impute, Normalization,
+Some preprocessing cannot go through the TFLite converter (NaN tests of
+imputation, string ops). `plan_sidecar` finds every tensor computable
+from the raw inputs by preprocessing alone (imputation: `keras.ops.where`
+nodes from `kflow.data.impute.impute` or the `Impute` layer; Normalization,
 Rescaling, StringLookup / IntegerLookup, CategoryEncoding, Discretization,
 Concatenate, Identity: no trainable weights), `numeric_model` cuts the model
 there, and `sidecar_spec` writes the cut-off part as data: vocabularies,
@@ -123,10 +124,59 @@ def _step_for(layer: Any) -> dict[str, Any] | None:
     return None
 
 
-def _model_nodes(model: Any) -> list[Any]:
-    """The model's nodes, inputs first (topological order)."""
-    by_depth = model._nodes_by_depth
-    return [n for d in sorted(by_depth, reverse=True) for n in by_depth[d]]
+Ref = tuple  # (layer name, node index, tensor index): a tensor in the model's config
+
+
+def _refs(value: Any) -> list[Ref]:
+    """The tensors (`keras_history` refs) in a serialized call argument, in order."""
+    from kflow.data.impute import _is_ref, _ref
+
+    if _is_ref(value):
+        return [_ref(value)]
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in _refs(v)]
+    if isinstance(value, (list, tuple)):
+        return [r for v in value for r in _refs(v)]
+    return []
+
+
+def _dtypes(value: Any, out: dict[Ref, str]) -> None:
+    from kflow.data.impute import _is_ref, _ref
+
+    if _is_ref(value):
+        out[_ref(value)] = str(value["config"].get("dtype"))
+    elif isinstance(value, dict):
+        for v in value.values():
+            _dtypes(v, out)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _dtypes(v, out)
+
+
+def _structure_refs(struct: Any) -> list[tuple[str | None, Ref]]:
+    """`(dict key or None, ref)` of a config's `input_layers` / `output_layers`."""
+    if isinstance(struct, dict):
+        return [(str(k), r) for k, v in struct.items() for _, r in _structure_refs(v)]
+    if (isinstance(struct, (list, tuple)) and len(struct) == 3 and isinstance(struct[0], str)
+            and isinstance(struct[1], int)):
+        return [(None, (struct[0], int(struct[1]), int(struct[2])))]
+    if isinstance(struct, (list, tuple)):
+        return [r for v in struct for r in _structure_refs(v)]
+    return []
+
+
+def _tensor(operations: dict[str, Any], ref: Ref) -> Any:
+    """The KerasTensor of a ref (an operation used once in the model), or `None`."""
+    import keras
+
+    op = operations.get(ref[0])
+    if op is None or ref[1] != 0:
+        return None
+    try:
+        outputs = keras.tree.flatten(op.output)
+    except (AttributeError, ValueError):  # used more than once
+        return None
+    return outputs[ref[2]] if ref[2] < len(outputs) else None
 
 
 def _raw_inputs(model: Any) -> dict[str, Any]:
@@ -141,63 +191,94 @@ def _raw_inputs(model: Any) -> dict[str, Any]:
 def plan_sidecar(model: Any) -> SidecarPlan:
     """Finds the preprocessing computable from the raw inputs, and where to cut.
 
+    Walks the model's serialized graph (`model.get_config()`, the `.keras`
+    format: public and versioned), so it needs no private Keras attribute.
+    Imputation written as `kflow.data.impute.impute` (`where(isnan(x), fill,
+    x)`) becomes an "impute" step like the `Impute` layer.
+
     Raises:
         TFLiteConversionError: A string tensor would cross into the numeric
             part (its consumer has no sidecar equivalent), or nothing is left
             for the numeric part.
     """
+    from kflow.data.impute import find_imputations
+
+    config = model.get_config()
+    entries = config.get("layers", [])
+    operations = {op.name: op for op in model.operations}
+    imputations = find_imputations(config)
+    masks = {info["mask"] for info in imputations.values()}
+    dtypes: dict[Ref, str] = {}
+    for entry in entries:
+        _dtypes(entry.get("inbound_nodes", []), dtypes)
+
     plan = SidecarPlan()
-    names: dict[int, str] = {}
-    tensors: dict[int, Any] = {}
-    for name, t in _raw_inputs(model).items():
-        names[id(t)], tensors[id(t)] = name, t
-    moved_nodes = set()
-    nodes = _model_nodes(model)
-    for node in nodes:
-        if node.is_input or not node.operation:
-            continue
-        ins = list(node.input_tensors)
-        if not ins or len(node.outputs) != 1 or any(id(x) not in names for x in ins):
-            continue
-        step = _step_for(node.operation)
-        if step is None:
-            continue
-        out_name = node.operation.name
-        while out_name in names.values():
-            out_name += "_"
-        step = {**step, "inputs": [names[id(x)] for x in ins], "output": out_name,
-                "layer": type(node.operation).__name__}
-        plan.steps.append(step)
-        plan.moved.append(node.operation.name)
-        moved_nodes.add(id(node))
-        out = node.outputs[0]
-        names[id(out)], tensors[id(out)] = out_name, out
-    # The frontier: computable tensors consumed by layers that stay in the model.
-    frontier_ids: list[int] = []
-    for node in nodes:
-        if node.is_input or id(node) in moved_nodes or not node.operation:
-            continue
-        for x in node.input_tensors:
-            if id(x) in names and id(x) not in frontier_ids:
-                if "string" in str(x.dtype):
-                    raise TFLiteConversionError(
-                        f"Cannot move the preprocessing of model '{model.name}' into a "
-                        f"sidecar: string tensor '{names[id(x)]}' feeds layer "
-                        f"'{node.operation.name}' ({type(node.operation).__name__}), which "
-                        "has no sidecar equivalent (supported: Impute, Normalization, "
-                        "Rescaling, StringLookup, IntegerLookup, CategoryEncoding, "
-                        "Discretization, Concatenate, Identity)."
-                    )
-                frontier_ids.append(id(x))
-    if any(id(o) in names for o in model.outputs):
+    names: dict[Ref, str] = {}
+    raw = _raw_inputs(model)
+    for key, ref in _structure_refs(config.get("input_layers")):
+        names[ref] = key if key is not None and key in raw else ref[0]
+    moved: set[tuple[str, int]] = set()
+    mask_refs: set[Ref] = set()
+    for entry in entries:
+        name = entry["name"]
+        for i, node in enumerate(entry.get("inbound_nodes", [])):
+            ins = _refs([node.get("args", []), node.get("kwargs", {})])
+            if not ins or any(r not in names and r not in mask_refs for r in ins):
+                continue
+            out_ref = (name, i, 0)
+            if name in masks and all(r in names for r in ins):
+                mask_refs.add(out_ref)  # `isnan(x)`: part of an impute step
+                moved.add((name, i))
+                continue
+            if name in imputations:
+                source = imputations[name]["input"]
+                step = {"op": "impute", "fill_value": imputations[name]["fill_value"]}
+                ins, kind, out_name = [source], "keras.ops.where", f"{names[source]}_impute"
+            else:
+                op = operations.get(name)
+                step = _step_for(op) if op is not None and i == 0 else None
+                if step is None or any(r not in names for r in ins):
+                    continue
+                kind, out_name = type(op).__name__, name
+            while out_name in names.values():
+                out_name += "_"
+            plan.steps.append({**step, "inputs": [names[r] for r in ins], "output": out_name,
+                               "layer": kind})
+            moved.add((name, i))
+            names[out_ref] = out_name
+    # The frontier: computable tensors consumed by operations that stay in the model.
+    frontier: list[Ref] = []
+    for entry in entries:
+        for i, node in enumerate(entry.get("inbound_nodes", [])):
+            if (entry["name"], i) in moved:
+                continue
+            for ref in _refs([node.get("args", []), node.get("kwargs", {})]):
+                if ref in names and ref not in frontier:
+                    if dtypes.get(ref) == "string":
+                        raise TFLiteConversionError(
+                            f"Cannot move the preprocessing of model '{model.name}' into a "
+                            f"sidecar: string tensor '{names[ref]}' feeds layer "
+                            f"'{entry['name']}' ({entry.get('class_name')}), which "
+                            "has no sidecar equivalent (supported: Impute, Normalization, "
+                            "Rescaling, StringLookup, IntegerLookup, CategoryEncoding, "
+                            "Discretization, Concatenate, Identity, and keras.ops.where "
+                            "imputation)."
+                        )
+                    frontier.append(ref)
+    if any(ref in names for _, ref in _structure_refs(config.get("output_layers"))):
         raise TFLiteConversionError(
             f"Model '{model.name}' is preprocessing only; there is no numeric part to export."
         )
     taken: set[str] = set()
-    for i in frontier_ids:
-        key = signature_name(names[i], taken)
-        plan.frontier[key] = tensors[i]
-        plan.sources[key] = names[i]
+    for ref in frontier:
+        tensor = _tensor(operations, ref)
+        if tensor is None:
+            raise TFLiteConversionError(
+                f"Cannot cut model '{model.name}' at '{names[ref]}': layer '{ref[0]}' is "
+                "used more than once, so its output is ambiguous.")
+        key = signature_name(names[ref], taken)
+        plan.frontier[key] = tensor
+        plan.sources[key] = names[ref]
     # Keep only the steps the frontier needs.
     needed = set(plan.sources.values())
     kept = []

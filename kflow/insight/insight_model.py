@@ -58,8 +58,7 @@ def layer_groups(model: keras.Model) -> tuple[list[LayerGroup], list[int]]:
     Returns:
         The groups and, for each trainable variable, the index of its group.
     """
-    kinds = {layer.name: type(layer).__name__ for layer in model._flatten_layers(
-        include_self=False, recursive=True)}
+    kinds = {layer.name: type(layer).__name__ for layer in _all_layers(model)}
     names: list[str] = []
     params: dict[str, int] = {}
     index: list[int] = []
@@ -73,6 +72,27 @@ def layer_groups(model: keras.Model) -> tuple[list[LayerGroup], list[int]]:
         index.append(names.index(prefix))
     groups = [LayerGroup(n, kinds.get(n.rsplit("/", 1)[-1], "Layer"), params[n]) for n in names]
     return groups, index
+
+
+def _all_layers(model: Any) -> list[Any]:
+    """The layers of `model` and of the models nested in it (public `.layers` only)."""
+    found: list[Any] = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found.extend(_all_layers(layer))
+    return found
+
+
+def _functional_class() -> type:
+    """The class Keras gives `keras.Model(inputs, outputs)` (no private import needed)."""
+    global _FUNCTIONAL
+    if _FUNCTIONAL is None:
+        x = keras.Input((1,))
+        _FUNCTIONAL = type(keras.Model(x, keras.layers.Identity()(x)))
+    return _FUNCTIONAL
+
+
+_FUNCTIONAL: type | None = None
 
 
 class _GradStatsState:
@@ -204,35 +224,19 @@ class _GradStatsState:
 def _hook_optimizer(optimizer: Any, state: _GradStatsState) -> bool:
     """Makes the optimizer hand its all-reduced gradients to `state` each step.
 
-    Wraps (on this instance only) the TensorFlow optimizer's
-    `_all_reduce_sum_gradients`, which every update step calls with the
-    gradients it is about to apply. The wrapper runs while the train step is
-    traced, so it costs nothing at run time. Returns `False` when the
-    optimizer has no such method (gradient norms are then not recorded).
+    See `kflow._keras_compat.wrap_all_reduce_sum_gradients`: the hook runs
+    while the train step is traced, so it costs nothing at run time.
+    Returns `False` when the optimizer offers no such hook (gradient norms
+    are then not recorded).
     """
-    inner = optimizer
-    while hasattr(inner, "inner_optimizer"):  # LossScaleOptimizer
-        inner = inner.inner_optimizer
-    if not hasattr(inner, "_all_reduce_sum_gradients") or not hasattr(inner, "_var_key"):
+    from kflow._keras_compat import optimizer_var_key, wrap_all_reduce_sum_gradients
+
+    var_key = optimizer_var_key(optimizer)
+    if var_key is None:
         return False
-    state.keys = {inner._var_key(v): g for v, g in zip(state.variables, state.var_group,
-                                                        strict=True)}
-    state.var_key = inner._var_key
-    hooked = getattr(inner, "_kflow_insight_hook", None)
-    if hooked is not None:
-        hooked["state"] = state
-        return True
-    original = inner._all_reduce_sum_gradients
-    slot = {"state": state}
-
-    def _all_reduce_sum_gradients(grads_and_vars):
-        reduced = original(grads_and_vars)
-        slot["state"].record_gradients(reduced)
-        return reduced
-
-    inner._all_reduce_sum_gradients = _all_reduce_sum_gradients
-    inner._kflow_insight_hook = slot
-    return True
+    state.keys = {var_key(v): g for v, g in zip(state.variables, state.var_group, strict=True)}
+    state.var_key = var_key
+    return wrap_all_reduce_sum_gradients(optimizer, state.record_gradients)
 
 
 @keras.saving.register_keras_serializable(package="kflow")
@@ -246,7 +250,9 @@ class InsightModel(keras.Model):
     with `steps_per_execution > 1` and under `tf.distribute` strategies, and
     saves to / reloads from `.keras` files like the functional model it is
     (in a fresh process, import `kflow.insight.insight_model` or pass
-    `custom_objects()` to `keras.models.load_model`; `kflow.load_run` does).
+    `custom_objects()` to `keras.models.load_model`). Runs do not save it:
+    their `model.keras` holds `kflow.training.plain_model.to_plain_model(model)`, a
+    plain functional model with the same weights that Keras alone loads.
 
     Args:
         *args: `inputs, outputs` as for `keras.Model`.
@@ -334,9 +340,7 @@ def as_insight_model(model: keras.Model, grad_log_every: int = 10) -> keras.Mode
     if isinstance(model, InsightModel):
         model.grad_log_every = grad_log_every
         return model
-    from keras.src.models.functional import Functional
-
-    if not isinstance(model, Functional):
+    if not isinstance(model, _functional_class()):
         return model
     return InsightModel(model.input, model.output, name=model.name,
                         grad_log_every=grad_log_every)

@@ -8,14 +8,20 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kflow.training.callbacks import _writer
 from kflow.run import atomic_save
+from kflow.training.callbacks import _writer
 
 __all__ = ["BestModelCheckpoint"]
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
-    """Saves the whole model (`.keras`) whenever `monitor` improves.
+    """Saves the model (`.keras`) whenever `monitor` improves, as a plain Keras model.
+
+    What is saved is `kflow.training.plain_model.to_plain_model(model)`: a
+    functional model of built-in Keras layers and operations (no training
+    wrappers) that plain `keras.saving.load_model` opens without kflow. The
+    plain copy is built once and refreshed with the current weights at each
+    write.
 
     The file is written to a temporary name and renamed, so a crash never
     leaves a half-written checkpoint; the previous best stays intact.
@@ -61,6 +67,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self._clock = 0.0  # training seconds so far (first batch to epoch end, each epoch)
         self._epoch_start: float | None = None
         self._next_write = 0.0  # training time before which writes are deferred
+        self._plain = None  # PlainModelCopy of self.model, built at the first write
 
     def _better(self, value: float) -> bool:
         return value < self.best if self.mode == "min" else value > self.best
@@ -69,17 +76,24 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         return list(self.model.weights) + (list(optimizer.variables) if optimizer else [])
 
+    def _save(self, path: str) -> None:
+        from kflow.training.plain_model import PlainModelCopy
+
+        if self._plain is None or self._plain.source is not self.model:
+            self._plain = PlainModelCopy(self.model)
+        self._plain.sync().save(path)
+
     def _write(self) -> None:
         start = time.perf_counter()
         if self._pending is None:
-            atomic_save(self.filepath, self.model.save)
+            atomic_save(self.filepath, self._save)
         else:  # write the remembered best state, then put the current one back
             variables = self._variables()
             current = self._read(variables)
             for v, value in zip(variables, self._pending, strict=True):
                 v.assign(value)
             try:
-                atomic_save(self.filepath, self.model.save)
+                atomic_save(self.filepath, self._save)
             finally:
                 for v, value in zip(variables, current, strict=True):
                     v.assign(value)
