@@ -60,3 +60,46 @@ def test_evaluation_keeps_the_row_order_and_caches(batch_size):
         np.testing.assert_array_equal(got_x, np.arange(N))
     only_x = make_dataset(x, None, batch_size, training=False)
     np.testing.assert_allclose(np.concatenate([b.numpy() for b in only_x]), x)
+
+
+@pytest.mark.parametrize("batch_size", [16, 300])  # both batching paths
+def test_an_epochs_order_is_a_pure_function_of_seed_and_epoch(batch_size):
+    from kflow.data.pipeline import EpochKey, epoch_order
+
+    x, y = _data(False)
+    key = EpochKey()
+    ds = make_dataset(x, y, batch_size, training=True, seed=3, epoch=key)
+    orders = []
+    for epoch in (0, 1, 2):
+        key.set(epoch)
+        orders.append(_epoch(ds, False)[1])
+    # A new pipeline (a restarted process) set to epoch 2 draws epoch 2's order at once.
+    fresh = make_dataset(x, y, batch_size, training=True, seed=3, epoch=EpochKey(2))
+    np.testing.assert_array_equal(_epoch(fresh, False)[1], orders[2])
+    np.testing.assert_array_equal(orders[1], epoch_order(N, 3, 1).numpy())
+    assert not np.array_equal(orders[0], orders[1])
+    # Without a key the pipeline counts its passes: pass k draws epoch k.
+    counted = make_dataset(x, y, batch_size, training=True, seed=3)
+    for epoch in (0, 1):
+        np.testing.assert_array_equal(_epoch(counted, False)[1], orders[epoch])
+    fixed = make_dataset(x, y, batch_size, training=True, seed=3, epoch=1)
+    for _ in range(2):
+        np.testing.assert_array_equal(_epoch(fixed, False)[1], orders[1])
+    other_seed = make_dataset(x, y, batch_size, training=True, seed=4, epoch=EpochKey(1))
+    assert not np.array_equal(_epoch(other_seed, False)[1], orders[1])
+
+
+def test_the_epoch_key_follows_fit_and_keeps_the_length_known():
+    import keras
+
+    from kflow.data.pipeline import EpochKey
+
+    x, y = _data(False)
+    key, seen = EpochKey(), []
+    ds = make_dataset(x, y, 300, training=True, seed=0, epoch=key)
+    assert int(ds.cardinality()) == 4  # Keras' progress bar and strategies need it
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    spy = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs=None: seen.append(key.epoch))
+    model.fit(ds, epochs=5, initial_epoch=2, verbose=0, callbacks=[key.callback(), spy])
+    assert seen == [2, 3, 4]

@@ -66,7 +66,8 @@ def test_nan_guard_stops_and_restores_the_last_good_epoch():
     assert (guard.epoch, guard.step, guard.restored_epoch) == (3, 5, 2)
     assert guard.message.startswith(
         "Epoch 3, step 5 of 10 (optimizer step 25): the training loss is nan; stopped "
-        "training and restored the weights of epoch 2, the last with a finite loss.")
+        "training and restored the weights of epoch 2, the last with a finite loss and "
+        "weights.")
 
 
 def test_nan_guard_in_the_first_epoch_restores_the_initial_weights():
@@ -168,7 +169,7 @@ def test_gradient_norm_logger_writes_csv_history_and_tensorboard(tmp_path):
     # 8 steps per epoch, every 2nd step logged (1, 3, 5, ...), none lost to the
     # 3-step executions.
     assert g.steps["total"] == list(range(1, 17, 2))
-    assert g.epochs["total"] == [0] * 4 + [1] * 4
+    assert g.epochs["total"] == [1] * 4 + [2] * 4  # epochs count from 1
     for i in range(len(g.steps["total"])):
         layer_sq = sum(g.grad[n][i] ** 2 for n in g.layers)
         assert g.grad["total"][i] == pytest.approx(math.sqrt(layer_sq), rel=1e-4)
@@ -205,3 +206,148 @@ def test_gradient_norm_logger_ignores_plain_models(tmp_path):
     history = model.fit(x, np.zeros((16, 2)), epochs=1, verbose=0, callbacks=[logger])
     assert not (tmp_path / "g.csv").exists()
     assert "grad_norm/total" not in history.history
+
+
+# -- NanGuard: weights ------------------------------------------------------------------
+def test_nan_guard_stops_on_non_finite_weights_with_a_finite_loss():
+    guard, model = _guard()
+    guard.on_train_begin()
+    _good_epoch(guard, model, 0, 1.0)
+    guard.on_epoch_begin(1)
+    model.weights = [np.array([1.0, np.nan, 2.0])]
+    model.optimizer.iterations = np.int64(20)
+    guard.on_train_batch_end(9, {"loss": 1.5})
+    assert not model.stop_training  # the loss is finite: the weights are checked at the end
+    guard.on_epoch_end(1, {"loss": 1.5})
+    assert model.stop_training
+    np.testing.assert_array_equal(model.weights[0], np.full(3, 1.0))
+    assert (guard.what, guard.epoch, guard.step, guard.restored_epoch) == ("weights", 2, None, 1)
+    assert guard.message.startswith(
+        "Epoch 2 (optimizer step 20): the weights of a weight are nan at the end of the "
+        "epoch, although the training loss is finite (1.5); stopped training and restored "
+        "the weights of epoch 1, the last with a finite loss and weights.")
+    assert guard.stop_info() == {"what": "weights", "epoch": 2, "step": None, "value": "nan",
+                                 "variable": "a weight", "restored_epoch": 1}
+
+
+def test_nan_guard_on_a_model_whose_hidden_weights_overflow(tmp_path):
+    """A ReLU maps NaN to 0: the loss stays finite while the hidden kernel is NaN."""
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="head")(hidden))
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    x, y = _data()
+
+    class Corrupt(keras.callbacks.Callback):  # what an overflowing update leaves behind
+        def on_train_batch_end(self, batch, logs=None):
+            if self.model.optimizer.iterations.numpy() == 12:  # epoch 2, last batch
+                kernel, bias = self.model.get_layer("hidden").get_weights()
+                self.model.get_layer("hidden").set_weights([kernel * np.nan, bias])
+
+    guard = NanGuard(log=None)
+    initial = [w.copy() for w in model.get_weights()]
+    history = model.fit(x, y, batch_size=8, epochs=5, verbose=0, shuffle=False,
+                        callbacks=[Corrupt(), guard])
+    assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
+    assert (guard.what, guard.epoch, guard.restored_epoch) == ("weights", 2, 1)
+    assert guard.variable == "hidden/kernel"
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert not np.array_equal(model.get_weights()[0], initial[0])  # epoch 1's weights
+    assert "the weights of hidden/kernel are nan at the end of the epoch" in guard.message
+
+
+# -- CompactProgbar: no "nan" for epochs without a logged step ----------------------------
+def test_compact_progbar_shows_no_grad_norm_for_an_epoch_without_logged_steps(capsys):
+    model = _tiny(every=12)  # 8 steps per epoch: steps 0 and 12 logged, in epochs 1 and 2
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    x, y = _data()
+    history = model.fit(x, y, batch_size=8, epochs=3, verbose=2, shuffle=False,
+                        callbacks=[GradientNormLogger(), CompactProgbar()])
+    totals = history.history["grad_norm/total"]
+    assert math.isfinite(totals[0]) and math.isfinite(totals[1]) and math.isnan(totals[2])
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "loss:" in ln]
+    assert len(lines) == 3
+    assert "grad_norm/total: " in lines[0] and "grad_norm/total: " in lines[1]
+    assert "grad_norm" not in lines[2] and "nan" not in lines[2]
+
+
+def test_compact_progbar_keeps_a_nan_from_a_logged_step():
+    bar = CompactProgbar()
+    bar.set_model(_tiny(every=2))
+    bar._epoch_start_step = 0
+    bar.model.compile("sgd", "sparse_categorical_crossentropy")
+    bar.model.optimizer.iterations.assign(4)  # steps 0 and 2 were logged
+    assert bar._logged_a_step()
+    bar._epoch_start_step = 3
+    bar.model.optimizer.iterations.assign(4)  # step 3 only: not logged with every=2
+    assert not bar._logged_a_step()
+
+
+# -- dead units: only activations with a hard zero ----------------------------------------
+def _activations_model():
+    inputs = keras.Input((4,), name="x")
+    layers = [
+        keras.layers.Dense(4, activation="relu", name="dense_relu"),
+        keras.layers.Dense(4, activation="relu6", name="dense_relu6"),
+        keras.layers.Activation("relu", name="act_relu"),
+        keras.layers.ReLU(name="relu_layer"),
+        keras.layers.ReLU(negative_slope=0.1, name="relu_leaky"),
+        keras.layers.LeakyReLU(name="leaky"),
+        keras.layers.ELU(name="elu"),
+        keras.layers.PReLU(name="prelu"),
+        keras.layers.Activation("gelu", name="gelu"),
+        keras.layers.Activation("silu", name="swish"),
+        keras.layers.Dense(4, activation="elu", name="dense_elu"),
+        keras.layers.Dense(4, activation="softplus", name="dense_softplus"),
+    ]
+    h = inputs
+    for layer in layers:
+        h = layer(h)
+    shared = keras.layers.Dense(4, activation="relu", name="shared")
+    h = shared(shared(h))
+    inner_in = keras.Input((4,))
+    inner = keras.Model(inner_in, keras.layers.Dense(4, activation="relu", name="inner_relu")(
+        inner_in), name="inner")
+    return keras.Model(inputs, keras.layers.Dense(2, name="head")(inner(h)))
+
+
+def test_only_relu_and_relu6_units_can_be_dead():
+    names = [layer.name for layer in relu_family_layers(_activations_model())]
+    assert names == ["dense_relu", "dense_relu6", "act_relu", "relu_layer"]
+
+
+def test_dead_unit_monitor_on_leaky_and_smooth_activations_reports_nothing():
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(6, name="pre", bias_initializer=keras.initializers.Constant(-5.0),
+                           kernel_initializer="zeros")(inputs)
+    for name, layer in (("leaky", keras.layers.LeakyReLU()), ("elu", keras.layers.ELU()),
+                        ("gelu", keras.layers.Activation("gelu")),
+                        ("swish", keras.layers.Activation("silu"))):
+        model = keras.Model(inputs, keras.layers.Dense(2)(layer(h)))
+        monitor = DeadUnitMonitor(_data()[0])
+        monitor.set_model(model)
+        monitor.on_train_begin()
+        logs = {"loss": 1.0}
+        monitor.on_epoch_end(0, logs)
+        assert logs == {"loss": 1.0}, name  # all outputs < 0, yet nothing is "dead"
+
+
+def test_layer_uses_counts_calls_from_the_public_config():
+    from kflow.insight.dead_units import layer_uses
+
+    uses = layer_uses(_activations_model())
+    assert uses["shared"] == 2 and uses["dense_relu"] == 1 and uses["inner"] == 1
+    sequential = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="d")])
+    assert layer_uses(sequential)["d"] == 1
+
+
+def test_subclassed_models_have_no_probed_layers():
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1, activation="relu")
+
+        def call(self, x):
+            return self.dense(x)
+
+    assert relu_family_layers(Subclassed()) == []

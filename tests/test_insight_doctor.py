@@ -24,7 +24,7 @@ LAYERS = [("hidden_0_dense", "Dense"), ("hidden_0_bn", "BatchNormalization"),
 
 
 def make_run(path, *, loss, val_loss=None, grads=None, accuracy=None, dead=None,
-             config=None, metrics=None, task="multiclass", classes=10):
+             config=None, metrics=None, task="multiclass", classes=10, first_epoch=1):
     """Writes a run directory with the files the doctor reads.
 
     Args:
@@ -32,10 +32,12 @@ def make_run(path, *, loss, val_loss=None, grads=None, accuracy=None, dead=None,
         grads: `{layer: [norm per logged step]}` (2 steps per epoch), or None.
         accuracy: `(train, val)` final accuracies for metrics.json.
         dead: `{layer: [fraction per epoch]}` dead-ReLU columns.
+        first_epoch: The number of the first epoch in history.csv and
+            grad_norms.csv: 1, or 0 as in the files of older runs.
     """
     path.mkdir(parents=True, exist_ok=True)
     epochs = len(loss)
-    history = {"epoch": list(range(epochs)), "loss": loss}
+    history = {"epoch": list(range(first_epoch, first_epoch + epochs)), "loss": loss}
     if val_loss is not None:
         history["val_loss"] = val_loss
     for name, values in (dead or {}).items():
@@ -53,7 +55,8 @@ def make_run(path, *, loss, val_loss=None, grads=None, accuracy=None, dead=None,
                 total = math.sqrt(sum(v[i] ** 2 for v in grads.values()))
                 rows = [(n, k, grads[n][i]) for n, k in LAYERS if n in grads]
                 for name, kind, g in rows + [("total", "total", total)]:
-                    w.writerow({"step": 1 + 10 * i, "epoch": i // 2, "layer": name,
+                    w.writerow({"step": 1 + 10 * i, "epoch": first_epoch + i // 2,
+                                "layer": name,
                                 "kind": kind, "grad_norm": g, "weight_norm": 10.0,
                                 "update_ratio": 1e-3})
     cfg = {"recipe": "synthetic", "seed": 0,
@@ -180,12 +183,77 @@ def test_nan_loss_names_epoch_and_step(tmp_path):
     assert any("smaller learning rate" in tip for tip in f.advice)
 
 
-def test_overfitting_caught_by_early_stopping_is_info(tmp_path):
+def test_overfitting_undone_by_early_stopping_is_a_note_and_not_healthy(tmp_path):
     kwargs, _ = CASES["overfitting"]
-    run = make_run(tmp_path / "r", **kwargs, metrics={"stopped_early": True})
-    (f,) = [f for f in diagnose_run(run) if f.id == "overfitting"]
-    assert f.severity == "info" and "early stopping restored" in f.title
+    kwargs = {**kwargs, "accuracy": (0.97, 0.93)}  # the restored model has no large gap
+    run = make_run(tmp_path / "r", **kwargs, metrics={"stopped_early": True, "best_epoch": 4})
+    findings = diagnose_run(run)
+    assert [(f.id, f.severity) for f in findings] == [("overfitting", "info")]
+    (f,) = findings
+    assert f.title == "Overfitting (handled: early stopping restored epoch 4)"
     assert "lowest at epoch 4" in f.evidence
+    assert "so the final model is not affected" in f.why
+    text = format_findings(findings)
+    assert "Healthy" not in text and "No problem found" not in text
+
+
+def test_overfitting_with_a_gap_left_after_early_stopping_is_a_warning(tmp_path):
+    kwargs, _ = CASES["overfitting"]  # train accuracy 1.0, validation 0.8
+    run = make_run(tmp_path / "r", **kwargs, metrics={"stopped_early": True, "best_epoch": 4})
+    findings = diagnose_run(run)
+    assert [(f.id, f.severity, f.title) for f in findings] == [
+        ("overfitting", "warning", "Overfitting")]
+    assert "gap 0.200" in findings[0].evidence
+
+
+def test_healthy_only_when_nothing_fired(tmp_path):
+    kwargs, _ = CASES["healthy"]
+    (f,) = diagnose_run(make_run(tmp_path / "r", **kwargs))
+    assert (f.id, f.severity, f.title) == ("healthy", "info", "Healthy run")
+    assert f.evidence.startswith("No problem found: 8 epochs; training loss 2 -> 0.2;")
+    assert f.why.endswith("nothing here needs changing.")
+    one = diagnose_run(make_run(tmp_path / "one", loss=[2.0], val_loss=[1.9]))
+    assert one[0].evidence.startswith("No problem found: 1 epoch; ")
+
+
+def test_epochs_of_older_runs_counted_from_0_give_the_same_findings(tmp_path):
+    for case in ("vanishing", "exploding_growth"):
+        kwargs, _ = CASES[case]
+        new = diagnose_run(make_run(tmp_path / f"{case}-1", **kwargs))
+        old = diagnose_run(make_run(tmp_path / f"{case}-0", **kwargs, first_epoch=0))
+        assert [(f.id, f.epoch, f.evidence) for f in old] == [
+            (f.id, f.epoch, f.evidence) for f in new]
+
+
+def test_exploding_growth_names_1_based_epochs(tmp_path):
+    kwargs, _ = CASES["exploding_growth"]  # 12 logged steps, 2 per epoch: epochs 1..6
+    (f,) = diagnose_run(make_run(tmp_path / "r", **kwargs))
+    assert "(epoch 1) to " in f.evidence and "(epoch 6)" in f.evidence
+    assert f.epoch == 6
+
+
+def test_non_finite_weights_stop_is_named(tmp_path):
+    run = make_run(tmp_path / "r", loss=[4.5e20], val_loss=[2.3],
+                   metrics={"nan_stop": {"epoch": 1, "step": None, "value": "nan",
+                                         "restored_epoch": 0, "what": "weights",
+                                         "variable": "hidden_0_dense/kernel"}})
+    (f,) = diagnose_run(run)
+    assert f.title == "Exploding gradients (NaN/Inf weights)"
+    assert f.evidence == ("The weights of hidden_0_dense/kernel became nan in epoch 1 and "
+                          "training was stopped.")
+
+
+@pytest.mark.parametrize("activation, variants", [
+    ("relu", "--set activation=leaky_relu / elu"),
+    ("leaky_relu", "--set activation=elu)"),
+    ("elu", "--set activation=leaky_relu)")])
+def test_dead_relu_advice_never_recommends_the_activation_in_use(tmp_path, activation,
+                                                                  variants):
+    kwargs, _ = CASES["dead_relus"]
+    (f,) = diagnose_run(make_run(tmp_path / "r", **kwargs, config={"activation": activation}))
+    assert f.id == "dead_relus"
+    assert variants in f.advice[-1]
+    assert f"activation={activation} " not in f.advice[-1]
 
 
 def test_findings_round_trip_and_text(tmp_path):
@@ -200,6 +268,7 @@ def test_findings_round_trip_and_text(tmp_path):
 
 
 def test_missing_files_read_as_empty(tmp_path):
+    (tmp_path / "run.json").write_text("{}")  # a run directory, every other file missing
     run = read_run(tmp_path)
     assert run.history == {} and not run.grads and run.metrics == {}
     findings = diagnose_run(tmp_path)

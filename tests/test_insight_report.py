@@ -83,6 +83,34 @@ def test_compare_puts_runs_side_by_side(tmp_path):
     assert "optimizer.learning_rate" in out.stdout and (tmp_path / "cli.html").is_file()
 
 
+def test_compare_links_the_reports_it_finds(tmp_path):
+    kwargs, _ = CASES["healthy"]
+    a, b = make_run(tmp_path / "a", **kwargs), make_run(tmp_path / "b", **kwargs)
+    write_report(a)
+    html = compare_runs([a, b], output=tmp_path / "cmp.html").html_path.read_text()
+    assert f"<li><a href='{(a / 'report.html').resolve().as_uri()}'>a</a></li>" in html
+    assert (b / "report.html").resolve().as_uri() not in html
+
+
+def test_report_names_the_run_files(synthetic_run):
+    html = write_report(synthetic_run).read_text()
+    assert ("Files: history.csv, grad_norms.csv, findings.json, metrics.json, config.yaml, "
+            "tensorboard/.") in html
+
+
+@pytest.mark.parametrize("history, expected", [
+    ({"epoch": [1.0, 2.0, 3.0], "loss": [3.0, 2.0, 1.0]}, [1, 2, 3]),
+    ({"epoch": [0.0, 1.0, 2.0], "loss": [3.0, 2.0, 1.0]}, [1, 2, 3]),  # an older run
+    ({"epoch": [5.0, 6.0], "loss": [3.0, 2.0]}, [5, 6]),  # rows of a resumed run
+    ({"loss": [3.0, 2.0, 1.0]}, [1, 2, 3]),
+])
+def test_epoch_numbers_count_from_1(history, expected):
+    from kflow.insight.plots import epoch_numbers
+
+    assert epoch_numbers(history).tolist() == expected
+    assert epoch_numbers(history, 2).tolist() == expected[:2]
+
+
 class _StubClassifier:
     def __init__(self, probs):
         self.probs = probs

@@ -266,11 +266,12 @@ def test_regress_with_context_and_lists(target):
 
 
 @pytest.mark.parametrize("api,body,status,message", [
-    ("regress", {"examples": [{"x": 1.0}]}, 400,
-     "Expected regression signature method_name to be tensorflow/serving/regress. "
-     "Was: tensorflow/serving/classify"),
+    # Signatures are checked by structure, not method name (regressor.cc:183,
+    # classifier.cc:209; the method-name check is off by default, server.h:102).
+    ("regress", {"examples": [{"x": 1.0}]}, 400, "Expected one output Tensor."),
     ("classify", {"signature_name": "predict", "examples": [{"x": 1.0}]}, 400,
-     "Expected classification signature method_name to be tensorflow/serving/classify"),
+     'Expected classification signature outputs to contain at least one of "classes" or '
+     '"scores". Signature was: '),
     ("classify", {"signature_name": "nope", "examples": [{"x": 1.0}]}, 400,
      "No signature was found with the name: nope"),
     ("classify", {"examples": []}, 400, "'examples' value is an empty array"),
@@ -305,14 +306,13 @@ def test_classify_model_errors_are_400(target):
      'Serving signature name: "nope" not found in signature def'),
     (b'{"instances": [[1, 2, 3]], "inputs": [[1, 2, 3]]}',
      "expecting only one of 'inputs' or 'instances' keys to exist"),
-    (b'{"instances": {"x": 1}}', "Excepting 'instances' to be an list/array"),
+    (b'{"instances": {"x": 1}}', "Expecting 'instances' to be an list/array"),  # json_tensor.cc:684
     (b'{"instances": []}', "No values in 'instances' array"),
     (b'{"foo": 1}', "Missing 'inputs' or 'instances' key"),
     (b'{"instances": [[1, 2, 3], [1, 2]]}', "Expecting tensor size: 3 but got: 2"),
     (b'{"instances": [[1, 2, "3"]]}', 'JSON Value: "3" Type: String is not of expected type: '
                                       "float"),
     (b'{"instances": [[1, 2, true]]}', "Type: True is not of expected type: float"),
-    (b'{"instances": [[1, 2, 16777217]]}', "without loss of precision"),
     (b'{"inputs": [[1, 2, 3], [1, [2], 3]]}', "Encountered list at unexpected"),
 ])
 def test_predict_request_errors(target, data, message):
@@ -329,7 +329,7 @@ def test_named_input_errors(target):
     error_of(target.call("POST", path, {"instances": [{"a": [1, 2, 3, 4], "c": [1, 2]}]}), 400,
              "does not have named input: c")
     error_of(target.call("POST", path, {"instances": [{"a": [1, 2, 3, 4]}]}), 400,
-             "must only have keys: a,b")
+             "keys must be equal to: a,b")  # json_tensor.cc:572
 
 
 def test_base64_errors(target):
@@ -368,3 +368,105 @@ def test_wrong_methods(target, method, path):
 def test_model_names_are_url_decoded(target):
     status, _ = target.call("POST", "/v1/models/%73ingle:predict", {"instances": [[1, 2, 3]]})
     assert status == 200
+
+
+# ------------------------------------------------------------------ ported: HTTP behaviour
+# From tensorflow_serving (commit 9d981c5c): model_servers/http_rest_api_util.cc,
+# model_servers/http_server.cc, util/net_http/server/internal/evhttp_request.cc and
+# evhttp_server.cc, model_servers/get_model_status_impl.cc, server_core.cc.
+
+def raw_request(target: Target, method: str, path: str, headers: dict | None = None,
+                data: bytes | None = None) -> requests.Response:
+    return target.session.request(method, target.url + path, headers=headers, data=data,
+                                  timeout=60)
+
+
+@pytest.mark.parametrize("method,path,data", [
+    ("GET", "/v1/models/single", None),
+    ("GET", "/v1/models/single/metadata", None),
+    ("POST", "/v1/models/single:predict", b'{"instances": [[1, 2, 3]]}'),
+    ("POST", "/v1/models/single:predict", b'{"instances": 1}'),
+    ("GET", "/v1/models/nope", None),
+])
+def test_content_type_is_exactly_application_json(target, method, path, data):
+    """http_rest_api_util.cc:37 (AddHeaders): on answers and errors alike."""
+    r = raw_request(target, method, path, data=data)
+    assert r.headers["Content-Type"] == "application/json"
+
+
+def test_query_strings_are_part_of_the_matched_path(target):
+    """evhttp_request.cc:108 (uri_path() is path + '?' + query), matched by the
+    regular expressions of http_rest_api_util.cc: the query joins the model name
+    of a status request, and a predict path with one is malformed."""
+    status, payload = target.call("GET", "/v1/models/single?x=1")
+    assert status == 404 and payload == {
+        "error": "Could not find any versions of model single?x=1"}
+    error_of(target.call("POST", "/v1/models/single:predict?x=1", {"instances": [[1, 2, 3]]}),
+             400, "Malformed request: POST /v1/models/single:predict?x=1")
+
+
+def test_options_is_a_cors_preflight(target):
+    """http_server.cc:170-176: 200 with an Origin header, else 400."""
+    r = raw_request(target, "OPTIONS", "/v1/models/single:predict",
+                    headers={"Origin": "https://example.com"})
+    assert r.status_code == 200 and r.content == b""
+    r = raw_request(target, "OPTIONS", "/v1/models/single:predict")
+    assert r.status_code == 400
+    if target.kind == "kflow":  # TF Serving sends no body; kflow's errors are all JSON
+        assert r.json() == {"error": "Origin header is missing in CORS preflight"}
+
+
+def test_head_is_a_malformed_request_without_a_body(target):
+    """http_rest_api_handler.cc:85-105: only POST and GET are dispatched; a HEAD
+    answer carries no body (HTTP)."""
+    r = raw_request(target, "HEAD", "/v1/models/single")
+    assert r.status_code == 400 and r.content == b""
+    assert r.headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT"])
+def test_methods_the_http_server_does_not_allow(target, method):
+    """evhttp_server.cc:114 (evhttp_set_allowed_methods): libevent answers others 501."""
+    r = raw_request(target, method, "/v1/models/single")
+    assert r.status_code == 501
+    if target.kind == "kflow":
+        assert r.json() == {"error": f"Method not implemented: {method}"}
+
+
+def test_version_label_latest(target):
+    """server_core.cc:891: an unknown label (`latest` is not special) is 400 for
+    the model APIs; get_model_status_impl.cc:82: the status API ignores labels,
+    so it lists every version with 200."""
+    error_of(target.call("POST", "/v1/models/single/labels/latest:predict",
+                         {"instances": [[1, 2, 3]]}), 400,
+             "Unrecognized servable version label: latest")
+    error_of(target.call("GET", "/v1/models/single/labels/latest/metadata"), 400,
+             "Unrecognized servable version label: latest")
+    status, payload = target.call("GET", "/v1/models/multi/labels/latest")
+    assert status == 200
+    assert sorted(v["version"] for v in payload["model_version_status"]) == ["1", "2"]
+
+
+def test_bytes_after_the_body_are_ignored(target):
+    """json_tensor.cc:485 (kParseStopWhenDoneFlag)."""
+    status, payload = target.call("POST", "/v1/models/single:predict",
+                                  data=b'{"instances": [[1, 2, 3]]} trailing bytes')
+    assert status == 200
+    np.testing.assert_allclose(payload["predictions"], [14.5])
+
+
+def test_integers_for_floats_are_rounded_not_refused(target):
+    """json_tensor.cc:293-295 and json_tensor_test.cc:183 (FloatTensorWithPrecisionLoss)."""
+    status, payload = target.call("POST", "/v1/models/single:predict",
+                                  data=b'{"instances": [[16777217, 0, 0]]}')
+    assert status == 200 and payload["predictions"] == [16777216.0]  # float32: +0.5 is lost
+
+
+def test_bare_b64_value_in_columnar_format(target):
+    """json_tensor.cc:617: `{"inputs": {"b64": ...}}` is the one input's value."""
+    status, payload = target.call("POST", "/v1/models/strings:predict",
+                                  {"inputs": [{"b64": "aGk="}]})
+    assert status == 200 and payload["outputs"]["length"] == [2]
+    status, payload = target.call("POST", "/v1/models/strings:predict",
+                                  {"inputs": {"b64": "aGk="}})
+    assert status == 400, payload  # a scalar for a [-1] input: the model refuses it

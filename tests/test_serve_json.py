@@ -58,9 +58,11 @@ def test_b64_values_decode_with_and_without_padding():
     assert "Unable to base64 decode" in str(error_of(predict, {"instances": [{"b64": "!!"}]}, info))
 
 
+# Floats and doubles take any JSON number, rounded (json_tensor.cc:293 AddValueToTensor;
+# json_tensor_test.cc:183 FloatTensorWithPrecisionLoss, :224 FloatTensorThatExceedsMaxReturnsInf).
 @pytest.mark.parametrize("dtype,value,ok", [
-    (1, 16777215, True), (1, 16777216, False), (1, 1e30, True), (1, 1e39, False),
-    (2, 2**53 - 1, True), (2, 2**53, False), (3, 2**31 - 1, True), (3, 2**31, False),
+    (1, 16777215, True), (1, 16777216, True), (1, 1e30, True), (1, 1e39, True),
+    (2, 2**53 - 1, True), (2, 2**53, True), (3, 2**31 - 1, True), (3, 2**31, False),
     (3, 1.0, False), (9, 2**63 - 1, True), (9, 2**63, False), (22, -1, False),
     (23, 2**64 - 1, True), (4, 256, False), (10, 1, False), (10, True, True),
     (1, True, False), (7, 1, False), (1, "1", False), (1, None, False),
@@ -89,9 +91,7 @@ def test_nan_and_infinity_are_accepted_for_floats():
                               "Expected at level: 2"),
     ({"instances": [[1, "a"]]}, 'JSON Value: "a" Type: String is not of expected type: float'),
     ({"instances": [[1, True]]}, "JSON Value: true Type: True is not of expected type: float"),
-    ({"instances": [[16777217, 0]]}, "Cannot convert JSON value: 16777217 to float without loss "
-                                     "of precision."),
-    ({"instances": 5}, "JSON Value: {\"instances\":5} Excepting 'instances' to be an list/array"),
+    ({"instances": 5}, "JSON Value: {\"instances\":5} Expecting 'instances' to be an list/array"),
     ({"instances": []}, "No values in 'instances' array"),
     ({"instances": [1], "inputs": [1]}, "Not formatted correctly expecting only one of 'inputs' "
                                         "or 'instances' keys to exist"),
@@ -115,7 +115,7 @@ def test_multi_input_errors():
         error_of(predict, {"inputs": [[1, 2]]}, TWO))
     assert "Missing named input: b in 'inputs' object." in str(
         error_of(predict, {"inputs": {"a": [[1, 2]]}}, TWO))
-    assert "must only have keys: a,b" in str(
+    assert "keys must be equal to: a,b" in str(  # json_tensor.cc:572
         error_of(predict, {"instances": [{"a": [1, 2]}]}, TWO))
     assert "Failed to get input map for signature: DEFAULT" in str(error_of(predict, {}, {}))
 
@@ -126,10 +126,97 @@ def test_multi_input_errors():
     (b"{", "JSON Parse error:"),
     (b"\xff\xfe{", "JSON Parse error:"),
     (b"[1, 2]", "JSON Value: [1,2] Is not object"),
-    (b"[" * 100000 + b"]" * 100000, "JSON Parse error:"),
+    (b"[" * 100000 + b"]" * 100000, "Is not object"),
+    (b'{"a": ' + b"[" * 3000, "JSON Parse error: Invalid value. at offset: 3006"),
+    (b'{"a": "\xff"}', "JSON Parse error: Invalid encoding in string. at offset: 7"),
 ])
 def test_parse_json_errors(body, message):
     assert message in error_of(jt.parse_json, body).message
+
+
+# ------------------------------------------------------------------ ported from TF Serving
+# tensorflow_serving/util/json_tensor_test.cc and json_tensor.cc (commit 9d981c5c).
+
+def test_deeply_nested_well_formed_is_accepted():
+    """json_tensor_test.cc:87 DeeplyNestedWellFormed (500000 levels there; rapidjson
+    parses iteratively)."""
+    body = b'{"instances":[1], "nested":' + b"[" * 200000 + b"]" * 200000 + b"}"
+    doc = jt.parse_json(body)
+    _, feeds = predict(doc, {"default": TensorInfo(3, None)})
+    assert feeds["default"].tolist() == [1]
+
+
+def test_deeply_nested_malformed_signature_name():
+    """json_tensor_test.cc:104 DeeplyNestedMalformed."""
+    doc = jt.parse_json(b'{"signature_name":' + b"[" * 200000 + b"]" * 200000 + b"}")
+    assert "key must be a string value" in error_of(jt.signature_name_of, doc).message
+
+
+def test_bytes_after_the_top_level_object_are_ignored():
+    """json_tensor.cc:483-485: kParseStopWhenDoneFlag."""
+    assert jt.parse_json(b'{"instances": [1]} trailing \xff\x00 bytes') == {"instances": [1]}
+    assert jt.parse_json(b'{"instances": [1]}{"x": 2}') == {"instances": [1]}
+
+
+def test_nan_and_inf_tokens_of_rapidjson():
+    """json_tensor.cc:484: kParseNanAndInfFlag accepts Inf, -Inf, -NaN besides Python's."""
+    doc = jt.parse_json(b'{"instances": [Inf, -Inf, -NaN, NaN, Infinity, -Infinity]}')
+    values = doc["instances"]
+    assert values[:2] == [math.inf, -math.inf] and math.isnan(values[2])
+    assert "Invalid value." in error_of(jt.parse_json, b'{"instances": [Inx]}').message or \
+        "Expecting value" in error_of(jt.parse_json, b'{"instances": [Inx]}').message
+
+
+def test_float_tensor_with_precision_loss():
+    """json_tensor_test.cc:183 FloatTensorWithPrecisionLoss."""
+    info = {"default": TensorInfo(1, None)}
+    for value in (1435774380, 1435774380.0):
+        _, feeds = predict({"instances": [value]}, info)
+        assert feeds["default"].tolist() == [float(np.float32(1435774380))]
+
+
+def test_float_tensor_past_the_float_range():
+    """json_tensor_test.cc:224 FloatTensorThatExceedsMaxReturnsInf and :261
+    FloatTensorThatExceedsMinReturnsZero."""
+    info = {"default": TensorInfo(1, None)}
+    big, tiny = np.finfo(np.float64).max, np.finfo(np.float64).tiny
+    _, feeds = predict({"instances": [big, -big, tiny, -tiny]}, info)
+    assert feeds["default"].tolist() == [math.inf, -math.inf, 0.0, -0.0]
+
+
+@pytest.mark.parametrize("dtype,value,ok", [
+    (23, 2**64 - 1, True), (23, 2**64, False), (23, -1, False),  # IsUint64
+    (9, -(2**63), True), (9, -(2**63) - 1, False),  # IsInt64
+    (22, 2**32 - 1, True), (22, 2**32, False),  # IsUint
+])
+def test_integer_ranges(dtype, value, ok):
+    """json_tensor.cc:317, :332 (rapidjson's IsInt64 / IsUint64 / IsUint)."""
+    info = {"x": TensorInfo(dtype, (-1,))}
+    if ok:
+        assert predict({"instances": [value]}, info)[1]["x"].tolist() == [value]
+    else:
+        assert "is not of expected type" in error_of(predict, {"instances": [value]}, info).message
+
+
+def test_zero_batch_outputs():
+    """json_tensor_test.cc:1153, :1170 (FromJson...ZeroBatchTensor(s)) and :1198 (...Errors)."""
+    assert jt.make_json_from_tensors({"int_tensor": np.zeros((0, 2), np.int32)}, "row") == \
+        '{"predictions": []}'
+    two = {"str_tensor": np.empty((0, 1, 2), object), "float_tensor": np.zeros((0, 3, 4))}
+    assert jt.make_json_from_tensors(two, "row") == '{"predictions": []}'
+    bad = {"int_tensor": np.zeros((0, 2), np.int32),
+           "str_tensor": np.array([[b"foo", b"bar"]], object)}
+    assert "inconsistent batch size" in error_of(jt.make_json_from_tensors, bad, "row").message
+
+
+def test_bare_b64_value_in_columnar_format():
+    """json_tensor.cc:617 (FillTensorMapFromInputsMap): a lone base64 object is the
+    one input's value; json_tensor_test.cc:607 in a named map."""
+    info = {"s": TensorInfo(7, None)}
+    assert predict({"inputs": {"b64": "aGVsbG8="}}, info)[1]["s"].tolist() == b"hello"
+    assert predict({"inputs": {"s": {"b64": "aGVsbG8="}}}, info)[1]["s"].tolist() == b"hello"
+    assert "is not of expected type: float" in error_of(
+        predict, {"inputs": {"b64": "aGVsbG8="}}, {"x": TensorInfo(1, None)}).message
 
 
 def test_signature_name_must_be_a_string():
@@ -171,8 +258,8 @@ def test_examples_build_tf_examples_with_context():
      "Unexpected element type in feature: x expecting type: int64"),
     ({"examples": [{"x": [1.5, 2]}]},
      "Unexpected element type in feature: x expecting type: float"),
-    ({"examples": [{"x": 2**63}]}, "Feature: x has uint64 element. Only int64 is supported."),
-    ({"examples": [{"x": 1e39}]}, "Cannot convert JSON value: 1e+39 to float without loss"),
+    # json_tensor.cc:787
+    ({"examples": [{"x": 2**63}]}, "Feature: x has uint64_t element. Only int64_t is supported."),
     ({"examples": [{"x": {"a": 1}}]}, "Feature: x has element with unexpected JSON type: Object"),
 ])
 def test_example_errors(doc, message):

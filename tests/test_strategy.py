@@ -59,3 +59,58 @@ def test_tpu_requested_without_tpu_is_a_clear_error():
 
     with pytest.raises(ConfigError, match="no TPU was found"):
         resolve_strategy("tpu")
+
+
+@pytest.mark.parametrize("replicas, text", [(1, "MirroredStrategy on 1 replica"),
+                                            (2, "MirroredStrategy on 2 replicas")])
+def test_describe_strategy_is_grammatical(replicas, text):
+    from kflow.training.strategy import describe_strategy
+
+    strategy = type("MirroredStrategy", (), {"num_replicas_in_sync": replicas})()
+    assert describe_strategy(strategy) == text
+
+
+@pytest.mark.multidevice
+def test_cli_devices_splits_the_cpu_for_mirrored(tmp_path):
+    from tests.conftest import run_cli
+
+    out = run_cli("--devices", "2", "train", "digits-mlp", "--strategy", "mirrored",
+                  "--set", "epochs=1", "--run-dir", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    assert "(MirroredStrategy on 2 replicas; " in out.stdout
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["strategy"] == "MirroredStrategy on 2 replicas"
+    assert out.stderr == ""  # no device-probing or grappler noise
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--devices", "0", "train", "digits-mlp"],
+     "kflow: error: --devices must be an int >= 1. Got 0 instead."),
+    (["train", "digits-mlp", "--devices", "-1"],
+     "kflow: error: --devices must be an int >= 1. Got -1 instead."),
+])
+def test_bad_devices_is_one_line(args, message):
+    from tests.conftest import run_cli
+
+    out = run_cli(*args)
+    assert out.returncode == 2
+    assert out.stderr.strip() == message
+
+
+def test_split_cpu_after_tensorflow_started_is_a_clear_error():
+    script = textwrap.dedent("""
+        import tensorflow as tf
+        from kflow.training.strategy import split_cpu
+        tf.constant(1.0) + 1.0  # devices are initialized
+        split_cpu(1)  # what is already there: fine
+        try:
+            split_cpu(3)
+        except Exception as exc:
+            print(type(exc).__name__ + ": " + str(exc))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == (
+        "ConfigError: Cannot split the CPU into 3 logical devices: TensorFlow already "
+        "initialized its devices (1 logical CPU). Split it before any TensorFlow op runs.")

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+DEVICES_HELP = ("split the CPU into N logical devices, so that --strategy mirrored trains "
+                "on N replicas without GPUs (as the tests do)")
+
+
+def add_global_args(parser: argparse.ArgumentParser) -> None:
+    """The options of `kflow` itself, given before the command (`kflow --devices 2 train`)."""
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks and TensorFlow's logs")
+    parser.add_argument("--devices", type=int, default=None, metavar="N", help=DEVICES_HELP)
+
 
 def add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="registered name (digits-cnn), file.py[:Class], or YAML file")
@@ -12,3 +22,6 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
                         "--set optimizer.learning_rate=3e-4")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    # Also accepted after the command; SUPPRESS keeps a value given before it.
+    p.add_argument("--devices", type=int, default=argparse.SUPPRESS, metavar="N",
+                   help=DEVICES_HELP)

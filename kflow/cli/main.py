@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
@@ -19,6 +20,7 @@ from kflow.cli import report as report_cmd
 from kflow.cli import serve as serve_cmd
 from kflow.cli import train as train_cmd
 from kflow.cli import tune as tune_cmd
+from kflow.cli.common import add_global_args
 
 COMMANDS = {
     "train": train_cmd,
@@ -42,6 +44,7 @@ examples:
   kflow recipes show digits-cnn          hyperparameters of one recipe
   kflow train digits-cnn                 train, evaluate, write runs/digits-cnn-*/
   kflow train digits-cnn --set dropout=0.3 --set optimizer.learning_rate=3e-4
+  kflow --devices 2 train digits-mlp --strategy mirrored   2 replicas on one CPU
   kflow doctor runs/digits-cnn-1a2b3c4d  what went wrong and what to change
   kflow compare runs/a runs/b            curves and metrics side by side
   kflow lr-find digits-cnn               suggest a learning rate (range test)
@@ -58,8 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kflow", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--debug", action="store_true",
-                        help="show full tracebacks and TensorFlow's logs")
+    add_global_args(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS.values():
         module.add_parser(sub)
@@ -84,11 +86,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kflow.errors import KflowError
 
     try:
-        if getattr(args, "needs_tensorflow", False) and not debug:
-            from kflow.cli.quiet import import_tensorflow_quietly
-
-            import_tensorflow_quietly()
-        return int(args.func(args) or 0)
+        with contextlib.ExitStack() as stack:
+            if getattr(args, "needs_tensorflow", False):
+                _start_tensorflow(args.devices, debug, stack)
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # a closed pipe fails here, not at exit
+            return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except KflowError as exc:
         if debug:
             traceback.print_exc()
@@ -105,6 +110,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"kflow: error: {type(exc).__name__}: {msg[0] if msg else ''} "
                   "(run with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _start_tensorflow(devices: int | None, debug: bool, stack: contextlib.ExitStack) -> None:
+    """Imports TensorFlow for a command: quietly, on `devices` logical CPUs, noise filtered."""
+    from kflow.errors import ConfigError
+
+    if devices is not None and devices < 1:
+        raise ConfigError(f"--devices must be an int >= 1. Got {devices} instead.")
+    if debug:  # everything visible
+        if devices is not None:
+            from kflow.training.strategy import split_cpu
+
+            split_cpu(devices)
+        return
+    from kflow.cli.quiet import filter_stderr, import_tensorflow_quietly
+
+    import_tensorflow_quietly(devices)
+    stack.enter_context(filter_stderr())
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (`kflow recipes show X | head`): stop quietly."""
+    try:  # later writes and the flush at exit go nowhere instead of raising again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,35 +1,187 @@
-"""Importing TensorFlow without its start-up log lines (unless --debug)."""
+"""TensorFlow without its C++ noise on the command line (unless --debug).
+
+Two sources of noise reach a terminal through file descriptor 2, below
+Python's `sys.stderr`:
+
+- start-up lines (oneDNN, CUDA probing), written before TensorFlow's
+  logging can be configured: `import_tensorflow_quietly` imports TensorFlow
+  with descriptor 2 sent to /dev/null;
+- harmless errors of graph optimizers while training, e.g. grappler's
+  `E0000 ... tfg_optimizer_hook.cc:135] tfg_optimizer{...} failed:
+  INVALID_ARGUMENT: Node ... has an empty op name` (the graph then runs
+  unoptimized, with the same results): `filter_stderr` drops the lines that
+  match `NOISE` and passes every other line through unchanged.
+
+The filter runs in a small child process that reads what the command writes
+to descriptor 2, so nothing is lost when the command crashes or aborts: a
+real error, a Python traceback or a TensorFlow `F`-level check failure
+always reaches the terminal.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import subprocess
 import sys
+from collections.abc import Iterator
+
+__all__ = ["import_tensorflow_quietly", "filter_stderr", "NOISE", "is_noise"]
+
+#: Regular expressions of stderr lines that are dropped (matched with `re.search`).
+#: A line starting with a tab right after a dropped line (TensorFlow's
+#: continuation of a message) is dropped with it.
+NOISE = (
+    # Grappler's MLIR (TFG) hook failing on a graph it cannot import; it falls back
+    # to the unoptimized graph, so nothing changes but the log line.
+    r"^[IWE]\d{4} [\d:. ]+\d+ tfg_optimizer_hook\.cc:\d+\] tfg_optimizer\{.*\} failed: ",
+    # A grappler optimizer pass giving up on a graph (same fallback).
+    r"^[IWE]\d{4} [\d:. ]+\d+ meta_optimizer\.cc:\d+\] .* failed: ",
+    # absl's note that it logs to stderr before being initialized.
+    r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
+    r"STDERR$",
+)
+
+_NOISE = [re.compile(p) for p in NOISE]
 
 
-def import_tensorflow_quietly() -> None:
+def is_noise(line: str) -> bool:
+    """Whether `filter_stderr` drops this line (without its newline)."""
+    return any(p.search(line) for p in _NOISE)
+
+
+# The filter process: no imports beyond os/re/signal, so it starts in ~10 ms.
+_FILTER = r"""
+import os, re, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the command reports it, we forward
+noise = [re.compile(p) for p in sys.argv[1:]]
+out, buf, dropping = 1, b"", False
+
+def emit(line):
+    global dropping
+    text = line.decode("utf-8", "replace").rstrip("\r\n")
+    if (dropping and text.startswith("\t")) or any(p.search(text) for p in noise):
+        dropping = True
+        return
+    dropping = False
+    while line:
+        try:
+            line = line[os.write(out, line):]
+        except InterruptedError:
+            continue
+        except OSError:
+            return
+
+while True:
+    try:
+        chunk = os.read(0, 65536)
+    except InterruptedError:
+        continue
+    if not chunk:
+        break
+    buf += chunk
+    *lines, buf = buf.split(b"\n")
+    for line in lines:
+        emit(line + b"\n")
+if buf:
+    emit(buf)
+"""
+
+
+@contextlib.contextmanager
+def filter_stderr(wait: float = 5.0) -> Iterator[None]:
+    """Drops TensorFlow's noise lines (`NOISE`) from file descriptor 2 while active.
+
+    Everything written to descriptor 2 (by Python, TensorFlow's C++ code or
+    child processes) goes through a filter process to the original stderr;
+    lines matching `NOISE` are dropped, the others pass in order. On exit
+    the original descriptor is restored and the filter drains what is left
+    (waiting at most `wait` seconds for child processes that still hold
+    the pipe). When descriptor 2 cannot be redirected, nothing is filtered.
+
+    Args:
+        wait: Seconds to wait for the filter to drain on exit. Defaults to 5.
+
+    Example:
+
+    ```python
+    with filter_stderr():
+        model.fit(x, y)  # no "E0000 ... empty op name" lines
+    ```
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        read_end, write_end = os.pipe()
+        proc = subprocess.Popen(
+            [sys.executable, "-S", "-E", "-c", _FILTER, *NOISE],
+            stdin=read_end, stdout=saved, stderr=subprocess.DEVNULL, close_fds=True,
+        )
+    except OSError:
+        os.close(saved)
+        yield
+        return
+    os.close(read_end)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(saved, 2)  # closes our last write end of the pipe: the filter sees EOF
+        os.close(saved)
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:  # a child process still writes: let it
+            pass
+
+
+def import_tensorflow_quietly(devices: int | None = None) -> None:
     """Imports TensorFlow and Keras with file descriptor 2 sent to /dev/null.
 
     TensorFlow's C++ start-up messages (oneDNN, CUDA probing) are written
     before its logging can be configured, so environment variables cannot
     silence them. If the import fails it is retried with stderr visible.
+
+    Args:
+        devices: Split the CPU into this many logical devices before
+            TensorFlow initializes its devices (`kflow --devices N`; see
+            `kflow.training.strategy.split_cpu`). Defaults to `None` (no
+            split).
     """
-    if "tensorflow" in sys.modules:
-        return
+    if "tensorflow" not in sys.modules:
+        with _quiet_fd2():
+            try:
+                import keras  # noqa: F401
+                import tensorflow  # noqa: F401
+            except Exception:  # noqa: BLE001 - re-raised below with stderr visible
+                pass
+    import tensorflow as tf  # raises with a visible message if broken
+
+    with _quiet_fd2():  # device probing also logs
+        if devices is not None:
+            from kflow.training.strategy import split_cpu
+
+            split_cpu(devices)  # errors are exceptions, reported once stderr is back
+        tf.config.list_logical_devices()
+
+
+@contextlib.contextmanager
+def _quiet_fd2() -> Iterator[None]:
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        try:
-            import keras  # noqa: F401
-            import tensorflow as tf
-
-            tf.config.list_logical_devices()  # device probing also logs
-        except Exception:  # noqa: BLE001 - re-raised below with stderr visible
-            pass
+        yield
     finally:
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-    import tensorflow  # noqa: F401  (raises with a visible message if broken)

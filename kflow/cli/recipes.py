@@ -48,7 +48,7 @@ def describe(spec: str) -> str:
         for key in keys:
             s = specs[key]
             search = f"  search: {_fmt_search(s.search)}" if s.search is not None else ""
-            lines.append(f"  {key} = {recipe.hparams[key]!r}")
+            lines.append(f"  {key} = {_fmt_value(recipe.hparams[key])}")
             lines.append(f"      {s.doc} Allowed: {s.describe()}.{search}")
         lines.append("")
     lines.append("Override with --set KEY=VALUE (or GROUP.KEY=VALUE), or in a YAML file.")
@@ -56,6 +56,23 @@ def describe(spec: str) -> str:
 
 
 def _fmt_search(search) -> str:
-    if isinstance(search, list):
-        return ", ".join(map(str, search))
-    return f"{search.low}..{search.high}" + (" (log)" if search.log else "")
+    """A declared search space in words: "8..128 (log)", "0.0..0.5 (step 0.1)", "a, b"."""
+    from kflow.recipe.hparams import SearchRange
+
+    if isinstance(search, SearchRange):
+        text = f"{search.low}..{search.high}"
+        if search.log:
+            text += " (log)"
+        if search.step is not None:
+            text += f" (step {search.step})"
+        return text
+    if isinstance(search, (list, tuple)):
+        return ", ".join(_fmt_value(v) for v in search)
+    return _fmt_value(search)
+
+
+def _fmt_value(value) -> str:
+    """A value as it is written on the command line (`true`, not `True`)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "none" if value is None else str(value)

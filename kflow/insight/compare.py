@@ -118,9 +118,9 @@ def _write_html(path: Path, runs: list[Run], labels: list[str], cmp: Comparison)
         "<tr>" + "".join(f"<td>{html.escape(_cell(row.get(c, '')))}</td>" for c in cmp.columns)
         + "</tr>" for row in cmp.rows)
     links = "".join(
-        f"<li><a href='{html.escape((run.path / 'report.html').resolve().as_uri())}'>"
+        f"<li><a href='{html.escape(run.files.report.resolve().as_uri())}'>"
         f"{html.escape(label)}</a></li>"
-        for label, run in zip(labels, runs, strict=True) if (run.path / "report.html").is_file())
+        for label, run in zip(labels, runs, strict=True) if run.files.report.is_file())
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>kflow compare</title>"
             f"<style>{CSS}</style></head><body><h1>kflow compare: {len(runs)} runs</h1>"
             "<h2>Learning curves</h2>" + (embed_png(png, "learning curves") or "<p>No history.</p>")

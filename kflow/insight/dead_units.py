@@ -1,4 +1,10 @@
-"""Dead ReLUs: units of rectifier-like layers that never activate on a probe batch."""
+"""Dead ReLUs: units of ReLU layers that output 0 for every sample of a probe batch.
+
+Only activations with a hard zero (relu, relu6) have dead units: below 0 their
+output is exactly 0 and so is their derivative, so no gradient can bring the
+unit back. Leaky ReLU, ELU, GELU and swish units keep a gradient for x < 0,
+so a unit with outputs <= 0 still learns; they are not probed.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from kflow.blocks.activations import is_relu_family
-from kflow.errors import KflowError
-
 __all__ = ["DeadUnitMonitor", "relu_family_layers", "alive_units_fn", "dead_unit_fractions",
-           "probe_batch"]
+           "probe_batch", "layer_uses", "HARD_ZERO"]
 
 #: Samples of the probe batch taken from the training split.
 PROBE_SIZE = 128
@@ -23,34 +26,64 @@ PROBE_BUDGET = 0.02
 MAX_PROBE_INTERVAL = 10
 
 
+#: Activations with a hard zero: for inputs below 0 they output exactly 0 with a zero
+#: derivative, so a unit whose input stays negative never learns again ("dead").
+#: leaky_relu, elu, gelu, swish and softplus keep a non-zero derivative for x < 0:
+#: their units cannot die, and an output <= 0 is a working value, not a dead unit.
+HARD_ZERO = frozenset({"relu", "relu6"})
+
+
 def _activation_name(layer: keras.layers.Layer) -> str | None:
-    if isinstance(layer, (keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
-                          keras.layers.PReLU)):
-        return "relu" if isinstance(layer, (keras.layers.ReLU, keras.layers.PReLU)) else (
-            "leaky_relu" if isinstance(layer, keras.layers.LeakyReLU) else "elu")
+    """The name of the activation `layer` applies last, if any (`None` for PReLU etc.)."""
+    if isinstance(layer, keras.layers.ReLU):  # max_value / threshold keep the hard zero
+        return "relu" if float(layer.negative_slope) == 0.0 else "leaky_relu"
+    if isinstance(layer, (keras.layers.LeakyReLU, keras.layers.ELU, keras.layers.PReLU)):
+        return None
     fn = getattr(layer, "activation", None)
     return getattr(fn, "__name__", None) if callable(fn) else None
 
 
-def relu_family_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """The layers of `model` whose output is a ReLU-family activation, in order.
+def layer_uses(model: keras.Model) -> dict[str, int]:
+    """How many times each layer of a functional model is called in its graph.
 
-    `Activation`, `ReLU`, `LeakyReLU`, `ELU` and `PReLU` layers, and layers
-    with a built-in ReLU-family `activation` (e.g. `Dense(activation="relu")`);
-    see `kflow.blocks.RELU_FAMILY`. Layers used more than once are skipped.
+    Read from the model's public config (`inbound_nodes` of each layer; one
+    per call); a `Sequential` model calls each layer once. Layers of nested
+    models are counted in their own model. Returns `{}` when the model has
+    no graph config (a subclassed model).
     """
-    found = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        name = _activation_name(layer)
-        if not name:
+    try:
+        config = model.get_config()
+    except (NotImplementedError, TypeError, ValueError, AttributeError):
+        return {}
+    layers = config.get("layers") if isinstance(config, dict) else None
+    if not isinstance(layers, list):
+        return {}
+    uses = {}
+    for item in layers:
+        if not isinstance(item, dict):
             continue
-        try:
-            relu_like = is_relu_family(name)
-        except KflowError:
-            relu_like = False
-        if relu_like and len(getattr(layer, "_inbound_nodes", [])) == 1:
-            found.append(layer)
-    return found
+        name = item.get("name") or (item.get("config") or {}).get("name")
+        nodes = item.get("inbound_nodes")
+        uses[name] = len(nodes) if isinstance(nodes, list) else 1
+    return uses
+
+
+def relu_family_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of `model` whose units can die, in order.
+
+    Layers whose last operation is an activation with a hard zero
+    (`HARD_ZERO`: relu, relu6): `Activation("relu")`, `ReLU` layers without
+    a negative slope, and layers with a built-in `activation="relu"` (e.g.
+    `Dense`). Leaky ReLU, ELU, PReLU, GELU, swish and softplus units keep a
+    gradient below 0 and are not listed. Only layers of the model's own
+    graph (`model.layers`) can be probed from its inputs: the layers inside
+    a nested model, and layers called more than once (shared), are skipped.
+    """
+    if not getattr(model, "inputs", None):  # a subclassed model: no graph to probe
+        return []
+    uses = layer_uses(model)
+    return [layer for layer in model.layers  # the graph's layers; a nested model is one
+            if _activation_name(layer) in HARD_ZERO and uses.get(layer.name, 1) == 1]
 
 
 def probe_batch(x: Any, size: int = PROBE_SIZE) -> Any:
@@ -62,7 +95,7 @@ def probe_batch(x: Any, size: int = PROBE_SIZE) -> Any:
 
 
 def alive_units_fn(model: keras.Model, layers: list[keras.layers.Layer]):
-    """A function `x -> [bool vector per layer]`: which units are > 0 for some sample.
+    """A function `x -> [bool vector per layer]`: which units are non-zero for some sample.
 
     The layers run in inference mode; the reduction over samples (and
     positions) happens on the device, so only one bool per unit comes back.
@@ -74,7 +107,7 @@ def alive_units_fn(model: keras.Model, layers: list[keras.layers.Layer]):
         outputs = extractor(x, training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
-        return [keras.ops.any(o > 0, axis=tuple(range(len(o.shape) - 1))) for o in outputs]
+        return [keras.ops.any(o != 0, axis=tuple(range(len(o.shape) - 1))) for o in outputs]
 
     if keras.backend.backend() != "tensorflow":
         return alive
@@ -84,7 +117,7 @@ def alive_units_fn(model: keras.Model, layers: list[keras.layers.Layer]):
 
 
 def dead_unit_fractions(alive_fn: Any, names: list[str], x: Any) -> dict[str, float]:
-    """Fraction of units (last axis) whose output is <= 0 for every sample and position.
+    """Fraction of units (last axis) whose output is 0 for every sample and position.
 
     Args:
         alive_fn: A function from `alive_units_fn`.
@@ -97,11 +130,12 @@ def dead_unit_fractions(alive_fn: Any, names: list[str], x: Any) -> dict[str, fl
 
 
 class DeadUnitMonitor(keras.callbacks.Callback):
-    """Logs the fraction of dead units of each ReLU-family layer at each epoch end.
+    """Logs the fraction of dead units of each ReLU layer at each epoch end.
 
-    A unit (a Dense unit or a conv channel) is dead on the probe batch when
-    its activation is <= 0 for every sample (and position): a ReLU then
-    passes no gradient, and the unit stops learning. The layers run in
+    A unit (a Dense unit or a conv channel) of a relu/relu6 layer is dead on
+    the probe batch when its output is 0 for every sample (and position):
+    it then passes no gradient, and the unit stops learning. Layers with
+    other activations are not probed (see `relu_family_layers`). The layers run in
     inference mode (BatchNorm uses its moving statistics, Dropout is off).
     Adds `dead_relu/<layer>` to the epoch logs (history.csv, TensorBoard).
 

@@ -30,7 +30,7 @@ tested and tuned in one place):
 |                       | `OVERFIT_ACCURACY_GAP`                                              |
 | `underfitting`        | the training loss ends >= `UNDERFIT_LOSS_FRACTION` of the chance    |
 |                       | level (first epoch's for regression) and is flat, with val close    |
-| `healthy`             | none of the above is a warning or an error                          |
+| `healthy`             | none of the above fired (not even as an `info` note)                |
 
 "First"/"last" layer: the input-most and output-most layers with weights
 in `grad_norms.csv`, skipping normalization layers.
@@ -160,9 +160,19 @@ def _weight_layers(grads: GradRows) -> list[str]:
     return layers or list(grads.layers)
 
 
+def _epoch_shift(grads: GradRows) -> int:
+    """What to add to `grad_norms.csv` epochs to count from 1.
+
+    Files count epochs from 1; files of older runs counted from 0, and
+    always hold an epoch-0 row then (the first optimizer step is logged).
+    """
+    return 1 if any(0 in epochs for epochs in grads.epochs.values()) else 0
+
+
 def _by_step(grads: GradRows, layer: str) -> dict[int, tuple[float, int]]:
-    return {s: (g, e) for s, g, e in zip(grads.steps[layer], grads.grad[layer],
-                                         grads.epochs[layer], strict=True)}
+    shift = _epoch_shift(grads)
+    return {s: (g, e + shift) for s, g, e in zip(grads.steps[layer], grads.grad[layer],
+                                                 grads.epochs[layer], strict=True)}
 
 
 class _Context:
@@ -257,7 +267,13 @@ def _rule_exploding(c: _Context) -> Finding | None:
     non_finite = [i for i, v in enumerate(c.loss) if not math.isfinite(v)]
     nan_stop = c.run.metrics.get("nan_stop") or {}
     evidence, epoch, data = [], None, {}
-    if nan_stop or non_finite:
+    if nan_stop.get("what") == "weights":  # the loss stayed finite, the weights did not
+        epoch = nan_stop.get("epoch")
+        where = f" of {nan_stop['variable']}" if nan_stop.get("variable") else ""
+        evidence.append(f"the weights{where} became {nan_stop.get('value', 'nan')} in epoch "
+                        f"{epoch} and training was stopped")
+        data["non_finite_weights_epoch"] = epoch
+    elif nan_stop or non_finite:
         epoch = nan_stop.get("epoch") or (non_finite[0] + 1)
         value = nan_stop.get("value", c.loss[non_finite[0]] if non_finite else math.nan)
         where = f"epoch {epoch}" + (f", step {nan_stop['step']}" if nan_stop.get("step") else "")
@@ -269,7 +285,7 @@ def _rule_exploding(c: _Context) -> Finding | None:
         total = g.grad.get(TOTAL, [])
         bad = [i for i, v in enumerate(total) if not math.isfinite(v)]
         if bad and not evidence:
-            epoch = g.epochs[TOTAL][bad[0]] + 1
+            epoch = g.epochs[TOTAL][bad[0]] + _epoch_shift(g)
             evidence.append(f"the total gradient norm was {total[bad[0]]} at step "
                             f"{g.steps[TOTAL][bad[0]]} (epoch {epoch})")
         finite = [(v, i) for i, v in enumerate(total) if math.isfinite(v)]
@@ -277,11 +293,12 @@ def _rule_exploding(c: _Context) -> Finding | None:
             median = float(np.median([v for v, _ in finite]))
             peak, at = max(finite)
             if median > 0 and peak / median >= EXPLODING_SPIKE:
-                epoch = epoch or g.epochs[TOTAL][at] + 1
+                epoch = epoch or g.epochs[TOTAL][at] + _epoch_shift(g)
                 data["spike"] = peak / median
                 evidence.append(
                     f"the total gradient norm reached {_fmt(peak)} at step {g.steps[TOTAL][at]} "
-                    f"(epoch {g.epochs[TOTAL][at] + 1}), {_fmt(peak / median)}x its median "
+                    f"(epoch {g.epochs[TOTAL][at] + _epoch_shift(g)}), {_fmt(peak / median)}x "
+                    "its median "
                     f"({_fmt(median)})")
         first_epoch, last_epoch = _epoch_medians(g, TOTAL)
         if first_epoch and last_epoch and first_epoch[1] > 0:
@@ -307,7 +324,8 @@ def _rule_exploding(c: _Context) -> Finding | None:
     return Finding(
         id="exploding_gradients", severity="error",
         title="Exploding gradients" + (" (NaN/Inf loss)" if "non_finite_loss_epoch" in data
-                                       else ""),
+                                       else " (NaN/Inf weights)"
+                                       if "non_finite_weights_epoch" in data else ""),
         evidence=_sentence(evidence),
         why="When gradients are multiplied by large weights and derivatives at every layer "
             "they grow exponentially with depth; the updates w <- w - eta * grad then "
@@ -318,6 +336,7 @@ def _rule_exploding(c: _Context) -> Finding | None:
 
 def _epoch_medians(g: GradRows, layer: str) -> tuple[tuple[int, float] | None, ...]:
     """(epoch, median norm) of the first and the last logged epochs (finite values)."""
+    shift = _epoch_shift(g)
     per_epoch: dict[int, list[float]] = {}
     for e, v in zip(g.epochs.get(layer, []), g.grad.get(layer, []), strict=True):
         if math.isfinite(v):
@@ -325,8 +344,8 @@ def _epoch_medians(g: GradRows, layer: str) -> tuple[tuple[int, float] | None, .
     if len(per_epoch) < 2:
         return None, None
     first, last = min(per_epoch), max(per_epoch)
-    return ((first + 1, float(np.median(per_epoch[first]))),
-            (last + 1, float(np.median(per_epoch[last]))))
+    return ((first + shift, float(np.median(per_epoch[first]))),
+            (last + shift, float(np.median(per_epoch[last]))))
 
 
 def _layer_ratio(g: GradRows) -> tuple[str, str, float, int] | None:
@@ -344,7 +363,7 @@ def _layer_ratio(g: GradRows) -> tuple[str, str, float, int] | None:
             epochs.append(e)
     if not ratios:
         return None
-    return first, last, float(np.median(ratios)), max(epochs) + 1
+    return first, last, float(np.median(ratios)), max(epochs)
 
 
 def _rule_vanishing(c: _Context) -> Finding | None:
@@ -393,6 +412,8 @@ def _rule_dead_relus(c: _Context) -> Finding | None:
         return None
     worst = max(bad, key=bad.get)
     lr = c.hp("learning_rate")
+    act = c.hp("activation")
+    leaky = " / ".join(a for a in ("leaky_relu", "elu") if a != act)
     return Finding(
         id="dead_relus", severity="warning", title="Dead ReLUs",
         evidence=(f"At epoch {when}, {len(bad)} of {len(last)} ReLU-family layers have "
@@ -404,8 +425,9 @@ def _rule_dead_relus(c: _Context) -> Finding | None:
             (f"Use a smaller learning rate (e.g. --set learning_rate={_fmt(lr / 3)}): large "
              "steps push units into the dead region." if lr else "Use a smaller learning rate."),
             "Use He initialization (--set initializer=he_normal).",
-            "Use BatchNorm before the activation (--set batch_norm=before), or a leaky "
-            "variant (--set activation=leaky_relu / elu) that keeps a gradient for x < 0.",
+            "Use BatchNorm before the activation (--set batch_norm=before)"
+            + (", or a variant that keeps a gradient for x < 0 (--set activation="
+               f"{leaky})." if leaky else "."),
         ],
         epoch=when, data={"dead_fraction": bad},
     )
@@ -521,7 +543,10 @@ def _rule_overfitting(c: _Context) -> Finding | None:
                             f"split but {acc_val:.3f} on the validation split (gap {gap:.3f})")
     if not evidence:
         return None
-    restored = bool(m.get("stopped_early"))
+    # Early stopping undoes a rising validation loss (it restores the best epoch), not a
+    # gap the final model still has: only the former makes this a note.
+    handled = bool(m.get("stopped_early")) and data.get("accuracy_gap", 0) < OVERFIT_ACCURACY_GAP
+    best = m.get("best_epoch") or data.get("best_epoch")
     tips = []
     if c.has("dropout"):
         tips.append(f"Add dropout (--set dropout={max(0.2, (c.hp('dropout') or 0) + 0.2):.1f}): "
@@ -534,13 +559,20 @@ def _rule_overfitting(c: _Context) -> Finding | None:
         tips.append("Use early stopping (--set early_stopping=true): stop when the "
                     "validation loss stops improving and keep the best weights.")
     tips.append("Use data augmentation or more data, or a smaller model (fewer units/layers).")
+    why = ("The model learns the training data too well, noise included: it performs well "
+           "on the samples it saw and worse on new ones.")
+    if handled:
+        why += (" Early stopping restored the weights of "
+                + (f"epoch {best}" if best else "the best epoch")
+                + ", before the rise, so the final model is not affected; the changes below "
+                "would let it learn longer before it overfits.")
     return Finding(
-        id="overfitting", severity="info" if restored else "warning",
-        title="Overfitting" + (" (early stopping restored the best epoch)" if restored else ""),
+        id="overfitting", severity="info" if handled else "warning",
+        title="Overfitting" + (f" (handled: early stopping restored epoch {best})" if handled
+                               and best else " (handled: early stopping restored the best "
+                               "epoch)" if handled else ""),
         evidence=_sentence(evidence),
-        why="The model learns the training data too well, noise included: it performs well "
-            "on the samples it saw and worse on new ones.",
-        advice=tips, epoch=epoch, data=data,
+        why=why, advice=tips, epoch=epoch, data=data,
     )
 
 
@@ -593,7 +625,9 @@ def diagnose(run: Run) -> list[Finding]:
 
     Returns:
         The findings, most severe first; a single `healthy` finding when no
-        rule fired with severity warning or error.
+        rule fired (a problem that was handled during the run, such as
+        overfitting undone by early stopping, is an `info` note, and a run
+        with a note is not called healthy).
     """
     c = _Context(run)
     findings: list[Finding] = []
@@ -607,8 +641,8 @@ def diagnose(run: Run) -> list[Finding]:
                     _rule_overfitting(c), _rule_underfitting(c, skip=explained)):
         if finding is not None:
             findings.append(finding)
-    if not any(f.severity in ("error", "warning") for f in findings):
-        parts = [f"{c.epochs} epochs"]
+    if not findings:
+        parts = [f"{c.epochs} epoch{'' if c.epochs == 1 else 's'}"]
         if c.loss:
             parts.append(f"training loss {_fmt(c.loss[0])} -> {_fmt(c.loss[-1])}")
         if c.val_loss:
@@ -621,7 +655,7 @@ def diagnose(run: Run) -> list[Finding]:
             id="healthy", severity="info", title="Healthy run",
             evidence="No problem found: " + "; ".join(parts) + ".",
             why="Gradients reach the first layers without vanishing or exploding and the "
-                "loss goes down: nothing here needs changing (see any notes below).",
+                "loss goes down: nothing here needs changing.",
             advice=[], epoch=None,
         ))
     order = {s: i for i, s in enumerate(SEVERITIES)}

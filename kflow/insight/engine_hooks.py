@@ -77,9 +77,7 @@ class InsightHooks:
         guard = self.nan_guard
         if not guard.message:
             return {}
-        return {"stop_reason": guard.message, "nan_stop": {
-            "epoch": guard.epoch, "step": guard.step, "value": str(guard.value),
-            "restored_epoch": guard.restored_epoch}}
+        return {"stop_reason": guard.message, "nan_stop": guard.stop_info()}
 
     def finish(self, model: Any, splits: Any, batch_size: int = 256) -> None:
         """Writes `confusion_matrix.json`, `findings.json` and `report.html`.

@@ -160,7 +160,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._started = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
+        self._epoch = epoch + 1  # grad_norms.csv counts epochs from 1, as history.csv does
         self.rows = []
         self._prev_batch = -1
         if not self._started and self._state() is not None:

@@ -1,6 +1,6 @@
 """Static plots of a run (matplotlib, Agg backend), as PNG bytes.
 
-Each function takes plain data (as read by `kflow.insight.run_files`) and
+Each function takes plain data (as read by `kflow.run.read_run`) and
 returns the PNG, or `None` when there is nothing to draw. Nothing here needs
 a display, a server or TensorFlow.
 """
@@ -18,6 +18,7 @@ from kflow.run import TOTAL, GradRows
 __all__ = [
     "plot_learning_curves", "plot_gradient_norms", "plot_learning_rate", "plot_dead_units",
     "plot_confusion_matrix", "plot_lr_finder", "plot_compare", "history_metrics",
+    "epoch_numbers",
 ]
 
 #: Resolution of the embedded images.
@@ -45,6 +46,27 @@ def _log_axis(ax, axis: str = "y") -> None:
     target = ax.yaxis if axis == "y" else ax.xaxis
     target.set_major_formatter(LogFormatter())
     target.set_minor_formatter(LogFormatter(minor_thresholds=(1, 0.5)))
+
+
+def epoch_numbers(history: dict[str, list[float]], n: int | None = None) -> np.ndarray:
+    """The 1-based epoch numbers of the first `n` rows of a history.
+
+    From its `epoch` column when there is one (history.csv counts epochs
+    from 1; the files of older runs counted from 0 and are shifted), else
+    1, 2, ... in row order.
+
+    Args:
+        history: `{column: [value per epoch]}`, as `kflow.run.read_history` reads it.
+        n: Rows wanted. Defaults to the length of the history's columns.
+    """
+    column = history.get("epoch")
+    if n is None:
+        n = max((len(v) for v in history.values()), default=0)
+    if column and len(column) >= n and all(math.isfinite(e) for e in column[:n]):
+        epochs = np.asarray(column[:n], dtype=float)
+        shift = 1 if len(column) and min(column) == 0 else 0
+        return (epochs + shift).astype(int)
+    return np.arange(1, n + 1)
 
 
 def _epoch_axis(ax) -> None:
@@ -92,7 +114,7 @@ def plot_learning_curves(history: dict[str, list[float]]) -> bytes | None:
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         train = history[name]
-        epochs = np.arange(1, len(train) + 1)
+        epochs = epoch_numbers(history, len(train))
         ax.plot(epochs, train, "-o", ms=3, label="train", color="C0")
         values = list(train)
         if f"val_{name}" in history:
@@ -171,7 +193,7 @@ def plot_learning_rate(history: dict[str, list[float]]) -> bytes | None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 3))
-    ax.plot(np.arange(1, len(lr) + 1), lr, "-o", ms=3, color="C2")
+    ax.plot(epoch_numbers(history, len(lr)), lr, "-o", ms=3, color="C2")
     _epoch_axis(ax)
     ax.set_title("learning rate")
     finite = [v for v in lr if math.isfinite(v)]
@@ -192,7 +214,7 @@ def plot_dead_units(history: dict[str, list[float]]) -> bytes | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 3))
     for i, (name, values) in enumerate(columns.items()):
-        epochs = np.arange(1, len(values) + 1)
+        epochs = epoch_numbers(history, len(values))
         probed = np.isfinite(np.asarray(values, dtype=float))  # short epochs skip probes
         ax.plot(epochs[probed], np.asarray(values, dtype=float)[probed], "-o", ms=3,
                 label=name if i < MAX_LEGEND else None)
@@ -274,7 +296,7 @@ def plot_compare(histories: dict[str, dict[str, list[float]]]) -> bytes | None:
         for i, (label, h) in enumerate(histories.items()):
             if name not in h:
                 continue
-            epochs = np.arange(1, len(h[name]) + 1)
+            epochs = epoch_numbers(h, len(h[name]))
             ax.plot(epochs, h[name], "-", color=f"C{i % 10}", label=f"{label} train")
             values += list(h[name])
             if f"val_{name}" in h:

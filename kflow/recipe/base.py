@@ -216,7 +216,8 @@ class Recipe:
         specs = self.hparam_specs()
         for key, spec in specs.items():
             value = self.hparams[key]
-            if not spec.requires or value == self.default_of(key) or not value:
+            if (not spec.requires or not spec.strict_requires or not value
+                    or value == self.default_of(key)):
                 continue
             for parent, allowed in spec.requires.items():
                 if parent in self.hparams and self.hparams[parent] not in allowed:
@@ -422,5 +423,5 @@ class LayerChoices:
     regularizer_strength = Float(
         1e-4, low=0.0,
         doc="Strength lambda of the L1/L2 penalty.", search=(1e-6, 1e-2, "log"),
-        requires={"regularizer": ("l1", "l1_l2", "l2")},
+        requires={"regularizer": ("l1", "l1_l2", "l2")}, strict_requires=False,
     )

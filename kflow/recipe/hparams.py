@@ -57,9 +57,14 @@ class HParam:
             values for choices. Defaults to `None` (not searched).
         nullable: Whether `None` is an allowed value. Defaults to `False`.
         requires: Values of other hyperparameters this one needs to take
-            effect, e.g. `{"optimizer": ("sgd", "rmsprop")}`: a value other than
-            the default is an error otherwise, and the tuner searches it only
-            under those values. Defaults to `None` (no condition).
+            effect, e.g. `{"optimizer": ("sgd", "rmsprop")}`: the tuner searches
+            it only under those values, `kflow recipes show` says so, and (with
+            `strict_requires`) a value other than the default is an error
+            otherwise. Defaults to `None` (no condition).
+        strict_requires: Whether a non-default value whose condition does not
+            hold is an error (`True`), or is kept for when the condition is
+            switched on later, e.g. a regularization strength set in a YAML
+            file for a later `--set regularizer=l2`. Defaults to `True`.
     """
 
     type_name = "value"
@@ -73,6 +78,7 @@ class HParam:
         search: Any = None,
         nullable: bool = False,
         requires: dict[str, Sequence[Any]] | None = None,
+        strict_requires: bool = True,
     ):
         if group not in _GROUPS:
             raise ValueError(f"group must be one of {_GROUPS}, got {group!r}")
@@ -81,6 +87,7 @@ class HParam:
         self.group = group
         self.nullable = nullable
         self.requires = {k: tuple(v) for k, v in (requires or {}).items()}
+        self.strict_requires = strict_requires
         self.name: str = ""
         self.search = self._parse_search(search)
 
@@ -259,6 +266,17 @@ class Bool(HParam):
 
     def describe(self) -> str:
         return "a bool (true or false)"
+
+    def _parse_search(self, search: Any) -> list[bool] | None:
+        """`True` searches both values; a list searches the values it names."""
+        if search is None or search is False:
+            return None
+        if search is True:
+            return [False, True]
+        if (isinstance(search, (list, tuple)) and search
+                and all(isinstance(v, bool) for v in search)):
+            return list(search)
+        raise ValueError(f"search must be True or a list of bools, got {search!r}")
 
     def _validate(self, value: Any, owner: str) -> bool:
         if isinstance(value, bool):

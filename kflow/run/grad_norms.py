@@ -34,7 +34,9 @@ class GradRows:
         layers: Layer names in logged order (without `total`).
         kinds: Layer class names, by layer.
         steps: `{layer: [step, ...]}` (and `total`).
-        epochs: `{layer: [epoch, ...]}` (0-based, as in history.csv).
+        epochs: `{layer: [epoch, ...]}` as in the file: 1-based, as in
+            history.csv (files of runs made before kflow counted from 1
+            hold 0-based epochs, with a row in epoch 0).
         grad: `{layer: [grad_norm, ...]}`.
         weight: `{layer: [weight_norm, ...]}`.
         ratio: `{layer: [update_ratio, ...]}`.

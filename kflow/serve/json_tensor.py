@@ -19,6 +19,7 @@ import base64
 import binascii
 import json
 import math
+import re
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -40,9 +41,6 @@ _SNIPPET = 256  # error messages quote at most this many characters of a JSON va
 DT_FLOAT, DT_DOUBLE, DT_INT32, DT_UINT8, DT_INT16, DT_INT8, DT_STRING = 1, 2, 3, 4, 5, 6, 7
 DT_INT64, DT_BOOL, DT_UINT32, DT_UINT64 = 9, 10, 22, 23
 
-_FLT_MAX = float(np.finfo(np.float32).max)
-# Largest integers a float / double holds exactly (IsLosslessDecimal).
-_MAX_EXACT = {DT_FLOAT: (1 << 24) - 1, DT_DOUBLE: (1 << 53) - 1}
 # Integer ranges: rapidjson's IsInt/IsInt64/IsUint/IsUint64, narrowed for 8/16-bit types.
 _INT_RANGE = {
     DT_INT32: (-(1 << 31), (1 << 31) - 1), DT_INT16: (-(1 << 15), (1 << 15) - 1),
@@ -151,6 +149,16 @@ def format_decimal(v: float, double: bool = False) -> str:
     return text
 
 
+def _as_double(val: int | float) -> float:
+    """A JSON number as rapidjson holds it: integers past 64 bits are doubles,
+    and a literal past the double range is a parse error."""
+    try:
+        return float(val)
+    except OverflowError:
+        raise ServingError.invalid_argument(
+            "JSON Parse error: Number too big to be stored in double.") from None
+
+
 def _shape_string(shape: list[int] | tuple[int, ...]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
@@ -163,12 +171,6 @@ def _type_error(val: Any, dtype: int) -> ServingError:
     return ServingError.invalid_argument(
         "JSON Value: ", value_to_string(val), " Type: ", json_type_string(val),
         " is not of expected type: ", dtype_string(dtype))
-
-
-def _lossy_error(val: Any, target: str) -> ServingError:
-    return ServingError.invalid_argument(
-        "Cannot convert JSON value: ", value_to_string(val), " to ", target,
-        " without loss of precision.")
 
 
 def _is_b64_object(val: Any) -> bool:
@@ -195,26 +197,160 @@ def _decode_b64(val: Any) -> bytes:
 # --------------------------------------------------------------------------- parsing
 
 def parse_json(body: bytes | str) -> dict:
-    """Parses a request body; it must be a JSON object (`ParseJson`)."""
+    """Parses a request body; it must be a JSON object (`ParseJson`).
+
+    As rapidjson with TF Serving's flags (`kParseIterativeFlag |
+    kParseNanAndInfFlag | kParseStopWhenDoneFlag`): bytes after the top-level
+    value are ignored, `NaN`, `Inf`, `Infinity` (signed) are numbers, and nesting
+    is not limited by a recursion limit (up to :data:`MAX_DEPTH` levels here).
+    """
     if not body:
         raise ServingError.invalid_argument("JSON Parse error: The document is empty")
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(body).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            # Bytes rapidjson never reads (after the top-level value) may be anything.
+            text = bytes(body[: exc.start]).decode("utf-8")
+            bad_at = exc.start
+        else:
+            bad_at = None
+    else:
+        text, bad_at = body, None
+    start = _skip_ws(text, 0)
     try:
-        doc = json.loads(body)
+        doc, end = _DECODER.raw_decode(text, start)
     except json.JSONDecodeError as exc:
-        msg = "The document is empty." if not str(exc.doc).strip() else exc.msg
-        raise ServingError.invalid_argument(
-            f"JSON Parse error: {msg} at offset: {exc.pos}") from None
-    except UnicodeDecodeError as exc:
-        raise ServingError.invalid_argument(
-            f"JSON Parse error: Invalid encoding in string. at offset: {exc.start}") from None
+        doc, end = _parse_slow(text, start, exc, bad_at)
     except RecursionError:
-        raise ServingError.invalid_argument(
-            "JSON Parse error: The document is nested too deeply.") from None
+        doc, end = _parse_slow(text, start, None, bad_at)
     except ValueError as exc:  # e.g. an integer literal with thousands of digits
         raise ServingError.invalid_argument(f"JSON Parse error: {exc}") from None
     if not isinstance(doc, dict):
         raise _format_error(doc, "Is not object")
     return doc
+
+
+MAX_DEPTH = 1_000_000  # nesting levels accepted (rapidjson parses iteratively, unbounded)
+_DECODER = json.JSONDecoder()
+_WS_RE = re.compile(r"[ \t\n\r]*")
+_NUMBER_RE = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_SPECIAL = (("Infinity", math.inf), ("Inf", math.inf), ("NaN", math.nan),
+            ("-Infinity", -math.inf), ("-Inf", -math.inf), ("-NaN", math.nan),
+            ("true", True), ("false", False), ("null", None))
+
+
+def _skip_ws(text: str, i: int) -> int:
+    return _WS_RE.match(text, i).end()
+
+
+class _ParseError(Exception):
+    def __init__(self, message: str, offset: int):
+        super().__init__(message)
+        self.message, self.offset = message, offset
+
+
+def _parse_slow(text: str, start: int, first: json.JSONDecodeError | None,
+                bad_at: int | None) -> tuple[Any, int]:
+    """The iterative parser, for what Python's `json` refuses but rapidjson
+    accepts: nesting past the recursion limit (`first` is None) and the `Inf`,
+    `-Inf`, `-NaN` tokens. Other syntax errors are reported as `json` found them,
+    without a second (slower) parse."""
+    if first is not None and not text.startswith(("Inf", "-Inf", "-NaN"), first.pos):
+        if bad_at is not None:  # the document reaches the bytes that are not UTF-8
+            raise ServingError.invalid_argument(
+                f"JSON Parse error: Invalid encoding in string. at offset: {bad_at}")
+        msg = "The document is empty." if not text.strip() else first.msg
+        raise ServingError.invalid_argument(f"JSON Parse error: {msg} at offset: {first.pos}")
+    try:
+        return _parse_iterative(text, start)
+    except _ParseError as exc:
+        if bad_at is not None and exc.offset >= len(text):
+            raise ServingError.invalid_argument(
+                f"JSON Parse error: Invalid encoding in string. at offset: {bad_at}") from None
+        raise ServingError.invalid_argument(
+            f"JSON Parse error: {exc.message} at offset: {exc.offset}") from None
+
+
+def _parse_scalar(text: str, i: int) -> tuple[Any, int]:
+    c = text[i]
+    if c == '"':
+        try:
+            return json.decoder.scanstring(text, i + 1, True)
+        except json.JSONDecodeError as exc:
+            raise _ParseError(exc.msg, exc.pos) from None
+    m = _NUMBER_RE.match(text, i)
+    if m and m.end() > i and text[i:m.end()] != "-":
+        token = m.group(0)
+        if m.group(1) or m.group(2):
+            return float(token), m.end()
+        return int(token), m.end()
+    for word, value in _SPECIAL:
+        if text.startswith(word, i):
+            return value, i + len(word)
+    raise _ParseError("Invalid value.", i)
+
+
+def _parse_key(text: str, i: int) -> tuple[str, int]:
+    if i >= len(text) or text[i] != '"':
+        raise _ParseError("Missing a name for object member.", i)
+    key, i = _parse_scalar(text, i)
+    i = _skip_ws(text, i)
+    if i >= len(text) or text[i] != ":":
+        raise _ParseError("Missing a colon after a name of object member.", i)
+    return key, _skip_ws(text, i + 1)
+
+
+def _parse_iterative(text: str, i: int) -> tuple[Any, int]:
+    """A JSON value at `text[i:]` with an explicit stack (no recursion)."""
+    n = len(text)
+    stack: list[list] = []  # [container, pending key]
+    while True:
+        if i >= n:
+            raise _ParseError("Invalid value." if stack or text.strip() else
+                              "The document is empty.", i)
+        c = text[i]
+        if c in "[{":
+            if len(stack) >= MAX_DEPTH:
+                raise _ParseError(f"The document is nested too deeply (more than "
+                                  f"{MAX_DEPTH} levels).", i)
+            i = _skip_ws(text, i + 1)
+            if c == "[":
+                if i < n and text[i] == "]":
+                    value, i = [], i + 1
+                else:
+                    stack.append([[], None])
+                    continue
+            elif i < n and text[i] == "}":
+                value, i = {}, i + 1
+            else:
+                key, i = _parse_key(text, i)
+                stack.append([{}, key])
+                continue
+        else:
+            value, i = _parse_scalar(text, i)
+        while True:  # attach the value; close finished containers
+            if not stack:
+                return value, i
+            top = stack[-1]
+            container = top[0]
+            if top[1] is None:
+                container.append(value)
+            else:
+                container[top[1]] = value
+            i = _skip_ws(text, i)
+            is_list = top[1] is None
+            if i < n and text[i] == ",":
+                i = _skip_ws(text, i + 1)
+                if not is_list:
+                    top[1], i = _parse_key(text, i)
+                break
+            if i < n and text[i] == ("]" if is_list else "}"):
+                stack.pop()
+                value, i = container, i + 1
+                continue
+            raise _ParseError("Missing a comma or ']' after an array element." if is_list else
+                              "Missing a comma or '}' after an object member.", i)
 
 
 def signature_name_of(doc: Mapping) -> str:
@@ -246,21 +382,12 @@ def _dense_shape(val: Any) -> list[int]:
 def _convert_scalar(val: Any, dtype: int) -> Any:
     """AddValueToTensor: one JSON scalar to a Python value of the tensor's dtype."""
     if dtype in (DT_FLOAT, DT_DOUBLE):
+        # Any JSON number, converted as rapidjson's GetFloat/GetDouble: rounded,
+        # +-inf past the float range (json_tensor.cc, AddValueToTensor).
         if isinstance(val, bool) or not isinstance(val, (int, float)):
             raise _type_error(val, dtype)
-        target = "float" if dtype == DT_FLOAT else "double"
-        if isinstance(val, int):
-            if -(1 << 63) <= val <= (1 << 64) - 1:
-                if abs(val) > _MAX_EXACT[dtype]:
-                    raise _lossy_error(val, target)
-                return val
-            try:
-                val = float(val)
-            except OverflowError:
-                raise _lossy_error(val, target) from None
-        if dtype == DT_FLOAT and math.isfinite(val) and abs(val) > _FLT_MAX:
-            raise _lossy_error(val, target)
-        return val
+        as_double = _as_double(val)
+        return as_double if dtype == DT_DOUBLE else _to_f32(as_double)
     if dtype in _INT_RANGE:
         if isinstance(val, bool) or not isinstance(val, int):
             raise _type_error(val, dtype)
@@ -355,23 +482,18 @@ def _fast_array(val: Any, dtype: int, may_have_bool: bool) -> np.ndarray:
     if may_have_bool:  # numpy turns True into 1 silently; only the exact walk tells
         raise _Fallback
     np_dtype = NUMPY_DTYPES[dtype]
+    if dtype in (DT_FLOAT, DT_DOUBLE):
+        if kind not in "iuf":
+            raise _Fallback
+        # Through double, as rapidjson (an integer becomes a double, then a float).
+        with np.errstate(over="ignore"):
+            return arr.astype(np.float64).astype(np_dtype)
     if kind in "iu":
         lo, hi = int(arr.min()), int(arr.max())
-        if dtype in _MAX_EXACT:
-            limit = _MAX_EXACT[dtype]
-            if -limit <= lo and hi <= limit:
-                return arr.astype(np_dtype)
-        elif dtype in _INT_RANGE:
+        if dtype in _INT_RANGE:
             rlo, rhi = _INT_RANGE[dtype]
             if rlo <= lo and hi <= rhi:
                 return arr.astype(np_dtype)
-        raise _Fallback
-    if kind == "f" and dtype in _MAX_EXACT:
-        finite = np.isfinite(arr)
-        biggest = float(np.abs(arr[finite]).max()) if finite.any() else 0.0
-        # Below this bound neither an integer nor a decimal element can be lossy.
-        if biggest <= _MAX_EXACT[dtype]:
-            return arr.astype(np_dtype)
     raise _Fallback
 
 
@@ -406,7 +528,7 @@ def parse_predict_inputs(doc: Mapping, inputs: Mapping[str, TensorInfo], signatu
                                      "or 'instances' keys to exist ")
         instances = doc["instances"]
         if not isinstance(instances, list):
-            raise _format_error(doc, "Excepting 'instances' to be an list/array")
+            raise _format_error(doc, "Expecting 'instances' to be an list/array")
         if not instances:
             raise _format_error(doc, "No values in 'instances' array")
         return "row", _instances(instances, inputs, may_have_bool)
@@ -482,7 +604,7 @@ def _instances_exact(instances: list, inputs: Mapping[str, TensorInfo], names: l
             if set(elem) != set(names):
                 raise ServingError.invalid_argument(
                     "Failed to process element: ", count, " of 'instances' list. JSON object: ",
-                    value_to_string(elem), " must only have keys: ", ",".join(names))
+                    value_to_string(elem), " keys must be equal to: ", ",".join(names))
         else:
             if _is_element_object(elem):
                 raise ServingError.invalid_argument(
@@ -552,17 +674,11 @@ def _add_value_to_feature(val: Any, name: str, feature: Any) -> None:
         check("int64_list")
         if val > (1 << 63) - 1:
             raise ServingError.invalid_argument(
-                "Feature: ", name, " has uint64 element. Only int64 is supported.")
+                "Feature: ", name, " has uint64_t element. Only int64_t is supported.")
         feature.int64_list.value.append(val)
     else:  # a decimal (or an integer too big for 64 bits, which rapidjson reads as one)
         check("float_list")
-        try:
-            as_float = float(val)
-        except OverflowError:
-            raise _lossy_error(val, "float") from None
-        if math.isfinite(as_float) and abs(as_float) > _FLT_MAX:
-            raise _lossy_error(val, "float")
-        feature.float_list.value.append(as_float)
+        feature.float_list.value.append(_to_f32(_as_double(val)))  # GetFloat: rounded
 
 
 def _make_example(val: Any) -> Any:
@@ -700,19 +816,18 @@ def make_json_from_tensors(outputs: Mapping[str, np.ndarray], fmt: str) -> str:
             return '{"outputs": ' + _tensor_json(names[0], outputs[names[0]]) + "}"
         body = ", ".join(json.dumps(n) + ": " + _tensor_json(n, outputs[n]) for n in names)
         return '{"outputs": {' + body + "}}"
-    batch = 0
+    batch = -1
     for name in names:
         arr = outputs[name]
         if arr.ndim == 0:
             raise ServingError.invalid_argument("Tensor name: ", name, " has no shape information ")
-        if arr.shape[0] < 1:
-            raise ServingError.invalid_argument(
-                "Tensor name: ", name, " has invalid batch size: ", arr.shape[0])
-        if batch and arr.shape[0] != batch:
+        if batch >= 0 and arr.shape[0] != batch:
             raise ServingError.invalid_argument(
                 "Tensor name: ", name, " has inconsistent batch size: ", arr.shape[0],
                 " expecting: ", batch)
         batch = arr.shape[0]
+    if batch == 0:
+        return '{"predictions": []}'
     if len(names) == 1:
         return '{"predictions": ' + _tensor_json(names[0], outputs[names[0]]) + "}"
     rows = {}

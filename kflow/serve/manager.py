@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -227,39 +228,83 @@ class ModelManager:
 
     async def refresh(self) -> None:
         """One poll: re-read the config, scan version directories, load what the
-        policies aspire to, then swap and unload. Returns once loads are done."""
+        policies aspire to (falling back to older versions when the newest fail
+        to load), then swap and unload. Returns once loads are done."""
         async with self._refresh_lock:
             self._reload_config()
             loop = asyncio.get_running_loop()
-            loads = []
             for model in list(self._models.values()):
                 if model.removed:
                     model.on_disk = {}
                 else:
                     model.on_disk = await loop.run_in_executor(
                         None, scan_versions, model.entry.base_path)
-                for version in model.entry.aspired(list(model.on_disk)):
-                    vs = model.versions.get(version)
-                    path = model.on_disk[version]
-                    if vs is None:
-                        vs = model.versions[version] = VersionState(version, path)
-                        loads.append(self._load(model, vs))
-                    elif vs.state == END:
-                        fingerprint = await loop.run_in_executor(None, version_fingerprint, path)
-                        if vs.error is None or fingerprint != vs.fingerprint:
-                            vs.path, vs.error = path, None
+                for version, vs in model.versions.items():
+                    # A failed version whose files changed is retried.
+                    if (vs.state == END and vs.error is not None
+                            and version in model.on_disk):
+                        fingerprint = await loop.run_in_executor(
+                            None, version_fingerprint, model.on_disk[version])
+                        if fingerprint != vs.fingerprint:
+                            vs.path, vs.error = model.on_disk[version], None
+                            vs.set_state(START)
+            # A failed load can call in an older version: plan again until stable
+            # (bounded: each round fails at least one more version, or ends).
+            for _ in range(1 + max((len(m.on_disk) for m in self._models.values()), default=0)):
+                loads = []
+                for model in list(self._models.values()):
+                    for version in self._targets(model):
+                        vs = model.versions.get(version)
+                        path = model.on_disk[version]
+                        if vs is None:
+                            vs = model.versions[version] = VersionState(version, path)
+                            loads.append(self._load(model, vs))
+                        elif vs.state in (START, END) and vs.error is None:
+                            vs.path = path
                             vs.set_state(START)
                             loads.append(self._load(model, vs))
-                self._update_serving(model)
-            if loads:
-                await asyncio.gather(*loads)
+                    self._update_serving(model)
+                if not loads:
+                    break
+                results = await asyncio.gather(*loads)
+                if all(results):
+                    break
 
-    async def _load(self, model: _Model, vs: VersionState) -> None:
+    @staticmethod
+    def _failed(model: _Model, version: int) -> bool:
+        vs = model.versions.get(version)
+        return vs is not None and vs.state == END and vs.error is not None
+
+    def _targets(self, model: _Model) -> list[int]:
+        """The versions to load and serve, newest first: the policy's aspired
+        versions and, for the `latest` policy, as many of the newest older
+        versions on disk as there are aspired versions that failed to load (TF
+        Serving's availability-preserving behaviour: when the newest version
+        cannot load, the newest version that loads serves)."""
+        if model.removed:
+            return []
+        entry = model.entry
+        aspired = entry.aspired(list(model.on_disk))
+        if entry.policy != "latest":
+            return aspired
+        missing = sum(1 for v in aspired if self._failed(model, v))
+        if missing:
+            older = (v for v in sorted(model.on_disk, reverse=True)
+                     if v not in aspired and not self._failed(model, v))
+            aspired = aspired + [v for _, v in zip(range(missing), older, strict=False)]
+        return aspired
+
+    async def _load(self, model: _Model, vs: VersionState) -> bool:
+        """Loads and warms up one version; returns whether it is AVAILABLE."""
         name = model.entry.name
         loop = asyncio.get_running_loop()
         vs.set_state(LOADING)
         vs.fingerprint = await loop.run_in_executor(None, version_fingerprint, vs.path)
-        log.info("Loading model %s version %d from %s", name, vs.version, vs.path)
+        # The base may hold symlinks (TF Serving follows them too): say where the
+        # files really are.
+        real = await loop.run_in_executor(None, os.path.realpath, vs.path)
+        log.info("Loading model %s version %d from %s (resolved path: %s)", name, vs.version,
+                 vs.path, real)
         started = time.perf_counter()
         try:
             servable = await loop.run_in_executor(
@@ -279,9 +324,10 @@ class ModelManager:
                     on_batch=lambda rows, n=name, v=vs.version: self._on_batch(n, v, rows))
             vs.set_state(AVAILABLE)
             self._on_load(name, True)
-            log.info("Model %s version %d is available (loaded and warmed up in %.2fs).",
-                     name, vs.version, time.perf_counter() - started)
+            log.info("Model %s version %d is available (loaded from %s and warmed up in "
+                     "%.2fs).", name, vs.version, real, time.perf_counter() - started)
         self._update_serving(model)
+        return vs.state == AVAILABLE
 
     def _load_and_warm_up(self, name: str, version: int, path: Path) -> Servable:
         servable = Servable.load(name, version, path)
@@ -290,17 +336,23 @@ class ModelManager:
         return servable
 
     def _update_serving(self, model: _Model) -> None:
-        """Routes requests to the aspired versions that are AVAILABLE and unloads
-        the rest; for the `latest` policy, older versions still on disk fill in
-        for aspired ones that are not available (loading, or failed)."""
+        """Routes requests to the target versions that are AVAILABLE and unloads
+        the rest. For the `latest` policy, older versions still on disk fill in
+        for targets that are not available yet (loading). As TF Serving's
+        availability-preserving policy, while no target is available the newest
+        available version keeps serving, even once its directory is gone; once
+        nothing is aspired at all (model removed, every version deleted), it is
+        unloaded."""
         entry = model.entry
         available = {v for v, vs in model.versions.items() if vs.state == AVAILABLE}
-        aspired = entry.aspired(list(model.on_disk))
-        serving = [v for v in aspired if v in available]
+        targets = self._targets(model)
+        serving = [v for v in targets if v in available]
         if entry.policy == "latest" and len(serving) < entry.num_versions:
             older = sorted((v for v in available if v in model.on_disk and v not in serving),
                            reverse=True)
             serving += older[: entry.num_versions - len(serving)]
+        if not serving and targets and available:
+            serving = [max(available)]
         model.serving = sorted(serving, reverse=True)
         for version in sorted(available - set(serving)):
             self._spawn(self._unload(entry.name, model.versions[version]))
@@ -322,6 +374,11 @@ class ModelManager:
         log.info("Model %s version %d unloaded.", name, vs.version)
 
     # ------------------------------------------------------------------ requests
+
+    def is_configured(self, name: str) -> bool:
+        """Whether `name` is a model of the current configuration."""
+        model = self._models.get(name)
+        return model is not None and not model.removed
 
     def model_names(self) -> list[str]:
         return sorted(n for n, m in self._models.items() if not m.removed)
@@ -355,14 +412,22 @@ class ModelManager:
                        label: str | None = None) -> list[VersionState]:
         """Versions for the model status API, newest first.
 
+        A `label` selects its version when it names one the model has; otherwise
+        every version is listed, as TF Serving (whose status ignores labels).
+
         Raises:
             ServingError: 404 "Could not find any versions of model ..." /
                 "Could not find version V of model ..." as TF Serving.
         """
-        if label is not None:
-            version = self.resolve_label(name, label)
         model = self._models.get(name)
         versions = model.versions if model is not None else {}
+        if label is not None:
+            # TF Serving's status ignores the label (GetModelStatusWithModelSpec reads
+            # only the version): an unknown label, or one whose version is unknown,
+            # lists every version with TF Serving's status code; a known one lists
+            # its version.
+            labelled = self._labels.get(name, {}).get(label)
+            version = labelled if labelled in versions else None
         if version is not None:
             if version not in versions:
                 raise ServingError.not_found(f"Could not find version {version} of model {name}")

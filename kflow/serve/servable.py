@@ -20,9 +20,7 @@ from typing import Any
 import numpy as np
 
 from kflow.serve.signature import (
-    CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
-    REGRESS_METHOD,
     SignatureInfo,
     dtype_string,
 )
@@ -129,36 +127,42 @@ class Servable:
 
     def classify_regress_signature(self, name: str, method: str) -> SignatureInfo:
         """The signature for `:classify` / `:regress`, checked as TF Serving's
-        classifier.cc / regressor.cc check it."""
+        `GetClassificationSignatureDef` / `PreProcessClassification` (classifier.cc)
+        and their regressor.cc twins check it by default: by its structure (one
+        input `inputs`; outputs `classes` and/or `scores`, or `outputs`), not by
+        its `method_name`, which TF Serving only checks with
+        `--enable_signature_method_name_check` (off by default). So Estimator /
+        TF1 classify and regress signatures and TF2 signatures of the same shape
+        (whose method name the TF2 saver writes as predict) both work."""
         key = name or DEFAULT_SIGNATURE
         sig = self.signatures.get(key)
         if sig is None:
             raise ServingError.invalid_argument(f"No signature was found with the name: {key}")
-        kind, wanted = ("classification", CLASSIFY_METHOD) if method == "classify" else (
-            "regression", REGRESS_METHOD)
-        if sig.method_name != wanted:
-            raise ServingError.invalid_argument(
-                f"Expected {kind} signature method_name to be {wanted}. Was: {sig.method_name}")
+        kind = "classification" if method == "classify" else "regression"
         if len(sig.inputs) != 1:
             raise ServingError.invalid_argument("Expected one input Tensor.")
-        if "inputs" not in sig.inputs:
-            raise ServingError.failed_precondition(
-                f"No {kind} inputs found in SignatureDef: {sig.name}")
         if method == "classify":
             if len(sig.outputs) not in (1, 2):
                 raise ServingError.invalid_argument(
                     f"Expected one or two output Tensors, found {len(sig.outputs)}")
+        elif len(sig.outputs) != 1:
+            raise ServingError.invalid_argument("Expected one output Tensor.")
+        if "inputs" not in sig.inputs:
+            raise ServingError.invalid_argument(
+                f"No {kind} inputs found in SignatureDef: {self._debug_string(key)}")
+        if method == "classify":
             if "classes" not in sig.outputs and "scores" not in sig.outputs:
-                raise ServingError.failed_precondition(
+                raise ServingError.invalid_argument(
                     'Expected classification signature outputs to contain at least one of '
-                    f'"classes" or "scores". Signature was: {sig.name}')
-        else:
-            if len(sig.outputs) != 1:
-                raise ServingError.invalid_argument("Expected one output Tensor.")
-            if "outputs" not in sig.outputs:
-                raise ServingError.failed_precondition(
-                    f"No regression outputs found in SignatureDef: {sig.name}")
+                    f'"classes" or "scores". Signature was: {self._debug_string(key)}')
+        elif "outputs" not in sig.outputs:
+            raise ServingError.invalid_argument(
+                f"No regression outputs found in SignatureDef: {self._debug_string(key)}")
         return sig
+
+    def _debug_string(self, key: str) -> str:
+        """The SignatureDef in protobuf text format (`DebugString()`)."""
+        return str(self.meta_graph.signature_def[key])
 
     def check_feeds(self, sig: SignatureInfo, feeds: Mapping[str, np.ndarray]) -> None:
         """Input names (`VerifyRequestInputsSize`) and shapes against the signature."""

@@ -1,4 +1,12 @@
-"""The server: aiohttp + the model manager, started, run and stopped gracefully."""
+"""The server: aiohttp + the model manager, started, run and stopped gracefully.
+
+This is the HTTP layer. It runs aiohttp's low-level server (no router: every
+request, whatever its path, reaches :meth:`RestApi.handle`) with a connection
+handler whose `handle_error` hook answers what aiohttp rejects before any
+handler runs (malformed request lines, headers, chunk sizes, unsupported
+Content-Encodings...) with the REST layer's JSON error and one access-log line,
+instead of aiohttp's `text/plain` answer and logged traceback.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +26,49 @@ from kflow.serve.manager import ModelManager
 from kflow.serve.metrics import ServingMetrics
 from kflow.serve.rest import RestApi
 
+KEEPALIVE_TIMEOUT_S = 75.0  # idle keep-alive connections are closed after this
+
 __all__ = ["ModelServer", "ServerThread", "serve", "run_server", "configure_logging"]
 
 log = logging.getLogger("kflow.serve")
+
+
+def _make_web_server(api: RestApi, **handler_kwargs: Any):
+    """aiohttp's low-level `web.Server` for `api`, with JSON errors for what the
+    HTTP parser rejects (see the module docstring)."""
+    from aiohttp import web
+    from aiohttp.http_exceptions import HttpProcessingError
+    from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+
+    class JsonErrorRequestHandler(RequestHandler):
+        """aiohttp's connection handler; errors become `{"error": ...}` JSON."""
+
+        __slots__ = ()
+
+        def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
+                         message: str | None = None) -> web.StreamResponse:
+            if request.writer.output_size > 0:  # as aiohttp: too late for an answer
+                raise ConnectionError("Response is sent already, cannot send another "
+                                      "response with the error message")
+            response = api.http_error_response(request, status, exc, message)
+            response.force_close()
+            return response
+
+        def log_exception(self, *args: Any, **kwargs: Any) -> None:
+            # A body that failed to decode re-raises when aiohttp drains it after
+            # the answer: the client's mistake, already answered and logged once.
+            if isinstance(kwargs.get("exc_info"), (RequestPayloadError, HttpProcessingError)):
+                return
+            super().log_exception(*args, **kwargs)
+
+    class JsonErrorServer(web.Server):
+        """`web.Server` whose connections use :class:`JsonErrorRequestHandler`."""
+
+        def __call__(self) -> RequestHandler:
+            return JsonErrorRequestHandler(self, loop=asyncio.get_running_loop(),
+                                           **handler_kwargs)
+
+    return JsonErrorServer(api.handle, request_factory=api.make_request)
 
 
 class ModelServer:
@@ -80,10 +128,10 @@ class ModelServer:
             ("model", "version", "state"), self._version_states)
         await self.manager.start()
         api = RestApi(self.manager, self.options, self.metrics, self._parse_executor)
-        app = api.make_app()
-        app.on_cleanup.append(self._cleanup)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=self.options.shutdown_grace_seconds)
+        web_server = _make_web_server(api, access_log=None,
+                                      keepalive_timeout=KEEPALIVE_TIMEOUT_S)
+        self._runner = web.ServerRunner(web_server, handle_signals=False,
+                                        shutdown_timeout=self.options.shutdown_grace_seconds)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.options.host, self.options.port)
         await site.start()
@@ -102,8 +150,9 @@ class ModelServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+            await self._cleanup()
 
-    async def _cleanup(self, _app) -> None:
+    async def _cleanup(self) -> None:
         await self.manager.stop()
         self._executor.shutdown(wait=False)
         self._parse_executor.shutdown(wait=False)

@@ -6,10 +6,56 @@ import logging
 
 from kflow.errors import ConfigError, did_you_mean
 
-__all__ = ["STRATEGIES", "resolve_strategy", "describe_strategy"]
+__all__ = ["STRATEGIES", "resolve_strategy", "describe_strategy", "split_cpu"]
 
 STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
 log = logging.getLogger("kflow")
+
+
+def split_cpu(devices: int) -> None:
+    """Splits the CPU into `devices` logical devices, so `MirroredStrategy` has replicas.
+
+    This is how the tests train with several replicas on a machine without
+    GPUs, and what `kflow --devices N` does: `--strategy mirrored` then
+    trains on N replicas, each with its share of every batch (the numbers
+    match single-device training; it is not faster on one CPU). Must be
+    called before TensorFlow initializes its devices, i.e. before the first
+    op, `tf.config.list_logical_devices()` or model is created.
+
+    Args:
+        devices: Number of logical CPU devices, >= 1.
+
+    Raises:
+        ConfigError: If `devices` is not a positive int, or TensorFlow's
+            devices are already initialized with another split.
+
+    Example:
+
+    ```python
+    from kflow.training.strategy import split_cpu
+
+    split_cpu(2)  # first thing, before any TensorFlow op
+    run = kflow.train("digits-mlp", strategy="mirrored")  # "MirroredStrategy on 2 replicas"
+    ```
+    """
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ConfigError(f"devices must be an int >= 1. Got {devices!r} instead.")
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if len(current or [None]) == devices:
+        return
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)])
+    except RuntimeError:
+        have = len(tf.config.list_logical_devices("CPU"))
+        raise ConfigError(
+            f"Cannot split the CPU into {devices} logical devices: TensorFlow already "
+            f"initialized its devices ({have} logical CPU{'s' if have != 1 else ''}). "
+            "Split it before any TensorFlow op runs."
+        ) from None
 
 
 def _find_tpu():
@@ -31,7 +77,9 @@ def resolve_strategy(name: str = "auto"):
         name: "auto" (TPU if found, else MirroredStrategy over all GPUs when
             more than one is visible, else the default strategy), "default",
             "mirrored" (all visible GPUs, or all logical CPUs when there are
-            no GPUs), "tpu", or "multi_worker" (reads `TF_CONFIG`).
+            no GPUs: one replica unless the CPU was split with `split_cpu`
+            or `kflow --devices N`), "tpu", or "multi_worker" (reads
+            `TF_CONFIG`).
     """
     import tensorflow as tf
 
@@ -73,8 +121,9 @@ def _tpu_visible() -> bool:
 
 
 def describe_strategy(strategy) -> str:
-    """A short human description ("MirroredStrategy on 2 devices")."""
+    """A short human description: "MirroredStrategy on 2 replicas", "... on 1 replica"."""
     name = type(strategy).__name__
     if name.startswith("_Default"):
         return "default strategy, 1 device"
-    return f"{name} on {strategy.num_replicas_in_sync} replicas"
+    n = strategy.num_replicas_in_sync
+    return f"{name} on {n} replica{'' if n == 1 else 's'}"

@@ -34,15 +34,16 @@ __all__ = ["Trainer", "FitOutcome", "CALLBACK_ORDER", "set_seed", "recipe_refere
 
 #: The callbacks of a fit, in the order Keras calls them at each epoch end.
 CALLBACK_ORDER = (
+    "shuffle_epoch",    # sets the epoch whose row order the training pipeline draws
     "nan_guard",        # first: stops (and restores) before anything records a NaN epoch
     "lr_logger",        # adds `lr` to the logs
     "dead_units",       # adds dead-unit fractions to the logs
     "grad_norms",       # adds gradient norms to the logs, writes grad_norms.csv
     "progress",         # prints the epoch line: after every callback that adds logs
     "history",          # history.csv: sees every log added above
-    "backup",           # after history: a crash between the two re-runs the epoch
     "early_stopping",   # may restore the best weights at the end
     "best_checkpoint",  # checkpoints/best.keras
+    "backup",           # after history and early stopping: saves their state of the epoch
     "tensorboard",      # tensorboard/ event files
     "user",             # the caller's own callbacks, last
 )
@@ -295,8 +296,11 @@ class Trainer:
         from kflow.data.pipeline import make_dataset
 
         if training:
+            from kflow.data.pipeline import EpochKey
+
+            self._epoch_key = EpochKey()
             return make_dataset(part.x, part.y, self.batch_size(part), training=True,
-                                seed=self.seed)
+                                seed=self.seed, epoch=self._epoch_key)
         return make_dataset(part.x, part.y, max(self.batch_size(part), 256), training=False,
                             cache=False)
 
@@ -321,21 +325,22 @@ class Trainer:
         insight = InsightHooks(rd.path if rd else None, h.get("grad_log_every", 0),
                                probe_x=train.x, log=self.say)
         named: dict[str, Any] = dict(insight.named_callbacks())
+        named["shuffle_epoch"] = self._epoch_key.callback()
         if rd is not None:
             if resuming:
                 truncate_history(rd.history, _backup_epoch(rd))
             named["history"] = HistoryCSV(rd.history, append=resuming)
-            named["backup"] = ResumableBackup(str(rd.backup))
         stopper = None
         if h["early_stopping"]:
             stopper = ExplainedEarlyStopping(
-                state_dir=str(rd.backup) if rd else None, monitor=monitor, mode=mode,
+                state_dir=None, monitor=monitor, mode=mode,
                 patience=h["patience"], restore_best_weights=True, log=self.say)
             named["early_stopping"] = stopper
         if rd is not None:
             named["best_checkpoint"] = BestModelCheckpoint(rd.best_checkpoint, monitor=monitor,
                                                            mode=mode)
             named["tensorboard"] = EpochTensorBoard(rd.tensorboard)
+            named["backup"] = ResumableBackup(rd.backup, callbacks=[stopper] if stopper else [])
         ordered = [named[k] for k in CALLBACK_ORDER if k in named]
         self._insight = insight
         return ordered + list(user), stopper
@@ -344,6 +349,12 @@ class Trainer:
             resuming: bool = False, user_callbacks: Sequence[Any] = (),
             verbose: int | None = None) -> FitOutcome:
         """Trains `model` on `train` (validating on `val`) with the recipe's callbacks."""
+        train_ds = self.dataset(train, training=True)  # before the callbacks: its EpochKey
+        from kflow.training.callbacks import backup_state
+
+        state = backup_state(rd.backup) if (rd is not None and resuming) else None
+        initial_epoch = state.epochs_done if state else 0
+        epochs = initial_epoch if (state and state.stopped) else self.hparams["epochs"]
         callbacks, stopper = self.callbacks(train, has_val=val is not None, rd=rd,
                                             resuming=resuming, user=user_callbacks)
         from kflow.training.callbacks import wait_for_writes
@@ -351,9 +362,9 @@ class Trainer:
         start = time.perf_counter()
         try:
             keras_history = model.fit(
-                self.dataset(train, training=True),
+                train_ds,
                 validation_data=self.dataset(val, training=False) if val is not None else None,
-                epochs=self.hparams["epochs"], callbacks=callbacks,
+                epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
                 verbose=self.verbose if verbose is None else verbose, shuffle=False,
             )
         finally:
@@ -415,9 +426,10 @@ class Trainer:
         self.say(f"finished {self.label}: test {summary}")
         from kflow.run import read_history
 
-        return Run(run_dir=rd.path if rd else Path("."), model=model,
-                   history=read_history(rd.history) if rd else {}, metrics=metrics,
-                   config=self.config(), info=self._info(splits))
+        history = read_history(rd.history) if rd else outcome.history
+        history.pop("epoch", None)
+        return Run(run_dir=rd.path if rd else Path("."), model=model, history=history,
+                   metrics=metrics, config=self.config(), info=self._info(splits))
 
     def _fit_or_mark(self, model: Any, splits: Any, rd: RunDir | None, resuming: bool,
                      callbacks: Sequence[Any]) -> FitOutcome:
@@ -506,7 +518,7 @@ class Trainer:
 
 def _backup_epoch(rd: RunDir) -> int:
     """Epochs the backup holds (0 without one)."""
-    import json
+    from kflow.training.callbacks import backup_state
 
-    meta = rd.backup / "training_metadata.json"
-    return int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
+    state = backup_state(rd.backup)
+    return state.epochs_done if state else 0
