@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from kflow.data.dataset import Dataset
 
 __all__ = [
+    "scaling_layer",
     "CATEGORICAL_ENCODINGS",
     "SCALINGS",
     "column_specs",
@@ -119,6 +120,49 @@ def _column_values(train: Dataset, key: str, spec: dict[str, Any]) -> np.ndarray
     return values
 
 
+def scaling_layer(values: Any, scaling: str) -> Any:
+    """A `Normalization` layer scaling features as fitted on `values` (the training split).
+
+    The one implementation of the `scaling` hyperparameter, for arrays and tables:
+    "standard" (scikit-learn's `StandardScaler`: mean 0, std 1; a feature
+    constant on the training split gets scale 1, not 1/epsilon), "minmax"
+    (`MinMaxScaler`: the training split's min and max map to 0 and 1), or
+    "none" (returns `None`). The statistics are layer weights of a built-in
+    layer, so they travel with the saved and exported model.
+
+    Args:
+        values: Training values, features on the last axis (any leading axes).
+        scaling: "standard", "minmax" or "none".
+
+    Example:
+
+    ```python
+    layer = scaling_layer(x_train, "standard")
+    x = layer(inputs) if layer is not None else inputs
+    ```
+    """
+    import keras
+
+    if scaling == "none":
+        return None
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling must be one of {', '.join(SCALINGS)}. Got {scaling!r}.")
+    flat = np.asarray(values, dtype="float64")
+    flat = flat.reshape(-1, flat.shape[-1]) if flat.ndim > 1 else flat.reshape(-1, 1)
+    if scaling == "standard":
+        from sklearn.preprocessing import StandardScaler
+
+        scaler = StandardScaler().fit(flat)
+        return keras.layers.Normalization(axis=-1, mean=scaler.mean_,
+                                          variance=np.square(scaler.scale_), name="standardize")
+    from sklearn.preprocessing import MinMaxScaler
+
+    scaler = MinMaxScaler().fit(flat)
+    span = np.where(scaler.data_range_ > 0, scaler.data_range_, 1.0)
+    return keras.layers.Normalization(axis=-1, mean=scaler.data_min_, variance=np.square(span),
+                                      name="minmax")
+
+
 def preprocess_columns(
     inputs: dict[str, Any],
     train: Dataset,
@@ -181,24 +225,8 @@ def preprocess_columns(
              if len(numeric) > 1 else inputs[numeric[0]])
         x = impute(x, fills)
         imputed = np.where(np.isnan(values), np.asarray(fills, "float32"), values)
-        if scaling == "standard":
-            from sklearn.preprocessing import StandardScaler
-
-            # StandardScaler gives a feature constant on the training split scale 1.
-            scaler = StandardScaler().fit(imputed)
-            x = keras.layers.Normalization(
-                axis=-1, mean=scaler.mean_, variance=np.square(scaler.scale_),
-                name="standardize",
-            )(x)
-        elif scaling == "minmax":
-            from sklearn.preprocessing import MinMaxScaler
-
-            scaler = MinMaxScaler().fit(imputed)
-            span = np.where(scaler.data_range_ > 0, scaler.data_range_, 1.0)
-            x = keras.layers.Normalization(
-                axis=-1, mean=scaler.data_min_, variance=np.square(span), name="minmax"
-            )(x)
-        parts.append(x)
+        layer = scaling_layer(imputed, scaling)
+        parts.append(layer(x) if layer is not None else x)
 
     for key in inputs:
         spec = specs[key]

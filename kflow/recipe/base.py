@@ -294,9 +294,9 @@ class Recipe:
         min and max map to 0 and 1), or "none". The statistics are layer
         weights, so they travel with the saved and exported model. Tabular
         data (named columns) is imputed, scaled and encoded by
-        `kflow.data.preprocess_columns`.
+        `kflow.data.preprocess_columns`. Both scale through
+        `kflow.data.preprocessing.scaling_layer`.
         """
-        import keras
         import numpy as np
 
         scaling = self.hparams.get("scaling", "standard")
@@ -308,23 +308,10 @@ class Recipe:
                 categorical_encoding=self.hparams.get("categorical_encoding", "one_hot"),
                 embedding_dim=self.hparams.get("embedding_dim", 8),
             )
-        if scaling == "none":
-            return inputs
-        x = np.asarray(train.x, dtype="float32")
-        axes = tuple(range(x.ndim - 1))
-        if scaling == "standard":
-            # Like sklearn's StandardScaler: a feature constant on the training split gets
-            # scale 1, not 1/epsilon (which blows up any unseen non-constant value).
-            variance = x.var(axis=axes)
-            variance = np.where(variance > 1e-12, variance, 1.0)
-            return keras.layers.Normalization(
-                axis=-1, mean=x.mean(axis=axes), variance=variance, name="standardize"
-            )(inputs)
-        low, high = x.min(axis=axes), x.max(axis=axes)
-        span = np.where(high - low > 0, high - low, 1.0)
-        return keras.layers.Normalization(
-            axis=-1, mean=low, variance=np.square(span), name="minmax"
-        )(inputs)
+        from kflow.data.preprocessing import scaling_layer
+
+        layer = scaling_layer(np.asarray(train.x, dtype="float32"), scaling)
+        return layer(inputs) if layer is not None else inputs
 
     def build_backbone(self, x: Any) -> Any:
         """Builds the network body on the preprocessed input tensor `x`."""
