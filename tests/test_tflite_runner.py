@@ -180,3 +180,18 @@ def test_runner_errors_are_one_line(device, tmp_path):
         "sleep_hours", "previous_score", "tutoring", "absences"), last
     missing = _runner(device, str(tmp_path / "none.tflite"))
     assert missing.returncode == 2 and "model file" in missing.stderr
+
+
+def test_closed_stdout_ends_quietly():
+    """`kflow_tflite_runner.py ... | head`: the reader is gone before the runner writes."""
+    import os
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, str(RUNNER), "--help"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (0, "")

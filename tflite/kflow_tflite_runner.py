@@ -545,5 +545,17 @@ def main(argv=None) -> int:
         return 2
 
 
+def _main_quiet_on_closed_pipe() -> int:
+    """`main()`, exiting quietly when the reader of stdout went away (`... | head`)."""
+    try:
+        code = main()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # Python would print an error when flushing stdout at exit; point it at devnull.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main_quiet_on_closed_pipe())

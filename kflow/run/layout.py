@@ -150,7 +150,7 @@ class RunDir:
         """Unfinished, with something to continue from (a backup, or a trained model)."""
         if self.finished:
             return False
-        return (self.backup / "training_metadata.json").is_file() or self.trained
+        return any(self.backup.glob("*.npz")) or self.trained
 
     def status(self) -> dict[str, Any]:
         """`status.json` as a dict (`{}` when missing or unreadable)."""

@@ -340,7 +340,8 @@ class Trainer:
             named["best_checkpoint"] = BestModelCheckpoint(rd.best_checkpoint, monitor=monitor,
                                                            mode=mode)
             named["tensorboard"] = EpochTensorBoard(rd.tensorboard)
-            named["backup"] = ResumableBackup(rd.backup, callbacks=[stopper] if stopper else [])
+            named["backup"] = ResumableBackup(
+                rd.backup, callbacks=[cb for cb in (stopper, named["best_checkpoint"]) if cb])
         ordered = [named[k] for k in CALLBACK_ORDER if k in named]
         self._insight = insight
         return ordered + list(user), stopper

@@ -68,6 +68,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self._epoch_start: float | None = None
         self._next_write = 0.0  # training time before which writes are deferred
         self._plain = None  # PlainModelCopy of self.model, built at the first write
+        self._on_disk: tuple[float, int | None] = (self.best, None)  # what best.keras holds
 
     def _better(self, value: float) -> bool:
         return value < self.best if self.mode == "min" else value > self.best
@@ -98,9 +99,20 @@ class BestModelCheckpoint(keras.callbacks.Callback):
                 for v, value in zip(variables, current, strict=True):
                     v.assign(value)
             self._pending = None
+        self._on_disk = (self.best, self.best_epoch)
         cost = time.perf_counter() - start
         self._clock += cost
         self._next_write = self._clock + cost * (1.0 / self.max_overhead - 1.0)
+
+    def get_resume_state(self) -> dict:
+        """What a resumed run needs: the best value and epoch that `best.keras` holds."""
+        best, epoch = self._on_disk
+        return {"best": float(best), "best_epoch": epoch}
+
+    def set_resume_state(self, state: dict) -> None:
+        self.best = float(state["best"])
+        self.best_epoch = state.get("best_epoch")
+        self._on_disk = (self.best, self.best_epoch)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = None
