@@ -54,6 +54,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+#: The table rows of the last `run()` (read by `bench_reliability.py`).
+LAST_ROWS: list[tuple[str, str]] = []
+
 GOOD = b'{"instances": [[1.0, 1.0, 1.0]]}'
 GOOD_Y = 6.5  # the `single` model: x . [1, 2, 3] + 0.5
 
@@ -395,6 +398,7 @@ def run(args: argparse.Namespace) -> int:
         (f"steady RSS, last third of {args.steady_seconds:.0f} s (MB) / drift",
          f"{steady:.0f} / {drift:+.1f}"),
     ]
+    LAST_ROWS[:] = rows
     print()
     print("| kflow serve reliability | |")
     print("|---|---:|")

@@ -22,6 +22,8 @@ CONTINUATION = "\twhen importing GraphDef to MLIR module in GrapplerHook"
 @pytest.mark.parametrize("line, noise", [
     (GRAPPLER, True),
     ("E0000 00:00:1796242043.1 42 meta_optimizer.cc:966] layout failed: OUT_OF_RANGE: x", True),
+    ("E0000 00:00:1796244559.306578   28038 node_def_util.cc:682] NodeDef mentions attribute "
+     "use_unbounded_threadpool which is not in the op definition: Op<name=MapDataset; ...", True),
     ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
      True),
     ("E0000 00:00:1796242181.126124    7875 cuda_platform.cc:52] failed call to cuInit: "
