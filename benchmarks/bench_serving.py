@@ -11,7 +11,16 @@ speed does not depend on them), exported as a SavedModel with a
 * `kflow serve BASE` with its default batching, and with `--no-batching`;
 * naive: a `http.server.ThreadingHTTPServer` (HTTP/1.1 keep-alive) whose handler
   does `json.loads` -> `model.predict(x, verbose=0)` on the Keras model ->
-  `json.dumps`, what people write by hand.
+  `json.dumps`, what people write by hand;
+* reference: the minimal server kflow serve is measured against, the same
+  HTTP library (aiohttp's low-level server), `json.loads` -> NumPy -> the
+  same compiled signature (`kflow.serve.servable.Servable.run`) behind the
+  same micro-batcher (`kflow.serve.batching.Batcher`, default options) ->
+  `json.dumps`, and none of TF Serving's validation or error handling: what
+  exactness costs is kflow serve's throughput over the reference's;
+* before (with `--before-tree DIR`): `kflow serve` from another source tree,
+  e.g. the commit before a change (`git archive HEAD | tar -x -C DIR`), in
+  the same interleaved rounds.
 
 Each server is its own process; the load generator is another process (Python
 asyncio, raw HTTP/1.1 over keep-alive connections on loopback, so the client
@@ -151,6 +160,50 @@ def naive_main(args: argparse.Namespace) -> None:
         pass
 
 
+# --------------------------------------------------------------------------- reference server
+
+def reference_main(args: argparse.Namespace) -> None:
+    """aiohttp + json.loads -> NumPy -> the same compiled function and batcher -> json.dumps."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from aiohttp import web
+
+    from kflow.serve.batching import Batcher
+    from kflow.serve.config import BatchingOptions
+    from kflow.serve.servable import Servable
+
+    servable = Servable.load(MODEL_NAME, 1, args.reference_server)
+    sig = servable.signature("serving_default")
+    input_name = next(iter(sig.inputs))
+    executor = ThreadPoolExecutor(max(4, os.cpu_count() or 1), thread_name_prefix="ref-model")
+
+    async def main() -> None:
+        batcher = Batcher(servable.run, BatchingOptions(), executor)
+
+        async def handle(request: web.BaseRequest) -> web.Response:
+            if request.method == "GET":
+                return web.Response(text="ok")
+            payload = json.loads(await request.read())
+            x = np.asarray(payload["instances"], dtype=np.float32)
+            out = await batcher.submit("serving_default", {input_name: x})
+            rows = [{k: v[i].tolist() for k, v in out.items()} for i in range(len(x))]
+            return web.Response(body=json.dumps({"predictions": rows}).encode(),
+                                content_type="application/json")
+
+        runner = web.ServerRunner(web.Server(handle), handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", args.port).start()
+        print("ready", flush=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
 # --------------------------------------------------------------------------- set-up
 
 def _value(text: str):
@@ -238,20 +291,30 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> None
     raise TimeoutError(url)
 
 
-def start_servers(base: Path, keras_path: Path, skip_naive: bool) -> dict[str, tuple]:
+def start_servers(base: Path, keras_path: Path, skip_naive: bool,
+                  before_tree: str | None = None, skip_no_batching: bool = False
+                  ) -> dict[str, tuple]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     servers = {}
-    commands = {
-        "kflow serve (batching)": [],
-        "kflow serve (no batching)": ["--no-batching"],
-    }
-    for label, extra in commands.items():
+    commands = {"kflow serve (batching)": ([], REPO)}
+    if not skip_no_batching:
+        commands["kflow serve (no batching)"] = (["--no-batching"], REPO)
+    if before_tree:
+        commands["kflow serve, before (batching)"] = ([], Path(before_tree).resolve())
+    for label, (extra, tree) in commands.items():
         port = free_port()
         cmd = [sys.executable, "-m", "kflow", "serve", str(base), "--port", str(port),
                "--poll-seconds", "0", "--access-log", "off", *extra]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, env={**env, "PYTHONPATH": str(tree)}, cwd=str(tree),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         servers[label] = (proc, f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict",
                           f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}")
+    port = free_port()
+    cmd = [sys.executable, __file__, "--reference-server", str(base / MODEL_NAME / "1"),
+           "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    servers["reference (aiohttp + json + same batcher)"] = (
+        proc, f"http://127.0.0.1:{port}/predict", f"http://127.0.0.1:{port}/")
     if not skip_naive:
         port = free_port()
         cmd = [sys.executable, __file__, "--naive-server", str(keras_path), "--port", str(port)]
@@ -330,11 +393,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--skip-no-batching", action="store_true")
+    parser.add_argument("--before-tree", default=None, metavar="DIR",
+                        help="also serve with kflow from DIR (e.g. the commit before a change: "
+                        "git archive HEAD | tar -x -C DIR)")
     parser.add_argument("--out", default=None, help="directory for results.json and table.md")
     # internal modes
     parser.add_argument("--load", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--body", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--naive-server", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--reference-server", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
@@ -342,6 +410,9 @@ def main() -> None:
         return load_main(args)
     if args.naive_server:
         return naive_main(args)
+    if args.reference_server:
+        sys.path.insert(0, str(REPO))
+        return reference_main(args)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(REPO))
@@ -355,7 +426,8 @@ def main() -> None:
 
     row = np.asarray(json.loads(body.read_text())["instances"], dtype="float32")
     print("starting servers ...", flush=True)
-    servers = start_servers(base, keras_path, args.skip_naive)
+    servers = start_servers(base, keras_path, args.skip_naive, args.before_tree,
+                            args.skip_no_batching)
     rounds, limit_rounds = [], []
     try:
         for i in range(args.rounds):
@@ -386,6 +458,12 @@ def main() -> None:
     batched = results["kflow serve (batching)"][top]["rps"]
     summary = [f"at {top} clients: kflow serve with batching = "
                f"{batched / limits[top]:.2f}x the in-process limit at batch {top}"]
+    ref = results["reference (aiohttp + json + same batcher)"][top]["rps"]
+    if ref > 0:
+        summary.append(f"{batched / ref:.2f}x the reference server")
+    before = results.get("kflow serve, before (batching)", {}).get(top, {}).get("rps")
+    if before:
+        summary.append(f"{batched / before:.2f}x kflow serve before the change")
     if "naive model.predict server" in results:
         naive = results["naive model.predict server"][top]["rps"]
         summary.append(f"{batched / naive:.1f}x the naive server" if naive > 0 else

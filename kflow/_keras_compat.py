@@ -26,6 +26,7 @@ __all__ = [
     "wrap_all_reduce_sum_gradients",
     "set_initial_epoch",
     "global_seed_generator",
+    "ema_weights_in_model",
 ]
 
 #: The Keras versions the touches below were checked against.
@@ -207,3 +208,257 @@ def global_seed_generator(create: bool = False) -> Any:
     if generator is not None and not isinstance(generator, keras.random.SeedGenerator):
         raise _changed(name, f"holds a {type(generator).__name__}, not a SeedGenerator")
     return generator
+
+
+# ---------------------------------------------------------------------------------------
+# EMA weights across a resume (kflow.training.features.EmaWeights)
+#
+# `keras.callbacks.SwapEMAWeights(swap_on_epoch=True)` keeps in the private flag
+# `_ema_weights_in_model` whether the model holds the averaged weights (between an
+# epoch's end and the next one's start). kflow's backup is written in that window, so
+# a resumed run must set the flag again to swap the raw weights back; no public API
+# sets it.
+# ---------------------------------------------------------------------------------------
+def ema_weights_in_model(callback: Any, value: bool | None = None) -> bool:
+    """Reads (or, with `value`, sets) whether a `SwapEMAWeights` swapped the EMA weights in.
+
+    Checked against Keras 3.15.1.
+
+    Raises:
+        KerasCompatError: `SwapEMAWeights` no longer has `_ema_weights_in_model`.
+    """
+    if not hasattr(callback, "_ema_weights_in_model"):
+        raise _changed("SwapEMAWeights._ema_weights_in_model",
+                       "whether the model holds the EMA weights")
+    if value is not None:
+        callback._ema_weights_in_model = bool(value)
+    return bool(callback._ema_weights_in_model)
+
+
+# ---------------------------------------------------------------------------------------
+# Multi-worker and multi-step training (kflow.training.distributed)
+#
+# Keras 3.15 `fit` fails under `tf.distribute.MultiWorkerMirroredStrategy`
+# (keras-team/keras#20585, open): `_maybe_symbolic_build` takes one distributed batch
+# and calls `strategy.reduce("MEAN", batch)` on it, a cross-worker collective run
+# eagerly outside any step ("Attempt to convert a value (PerReplica...)"), and
+# `reduce_per_replica` reduces each scalar metric with `strategy.reduce("MEAN", v,
+# axis=0)`, which fails on a scalar. And with several replicas (any strategy) the
+# multi-step loop of `steps_per_execution > 1` fails with "You must feed a value for
+# placeholder tensor 'while/cond/Placeholder'": the step is a nested `tf.function`
+# called inside the `tf.cond` of the loop's `tf.while_loop`, and `strategy.run` inside
+# that nested function leaves an input of the cond branch unfed. Tracing the step
+# inline (no nested `tf.function`) gives the same numbers as one step per call.
+# ---------------------------------------------------------------------------------------
+def _tf_trainer_module() -> Any:
+    try:
+        from keras.src.backend.tensorflow import trainer as tf_trainer
+    except ImportError as e:
+        raise _changed("keras.src.backend.tensorflow.trainer", str(e)) from e
+    return tf_trainer
+
+
+def install_multi_worker_reduce() -> None:
+    """Makes `fit`/`evaluate` reduce scalar logs across workers (idempotent).
+
+    Replaces the TensorFlow trainer's private module function
+    `reduce_per_replica(values, strategy, reduction)`: under a multi-worker
+    collective strategy, `"auto"`/`"mean"` reductions become
+    `strategy.reduce("MEAN", v, axis=None)` (the mean over all replicas of
+    all workers, a collective every worker runs in the same step); every
+    other case is passed to the original. Checked against Keras 3.15.1
+    (keras-team/keras#20585).
+
+    Raises:
+        KerasCompatError: The private function or its helpers moved.
+    """
+    module = _tf_trainer_module()
+    original = getattr(module, "reduce_per_replica", None)
+    is_multi_worker = getattr(module, "_collective_all_reduce_multi_worker", None)
+    if not callable(original) or not callable(is_multi_worker):
+        raise _changed("keras.src.backend.tensorflow.trainer.reduce_per_replica",
+                       "reduces the step's logs across replicas")
+    if getattr(original, "_kflow_multi_worker", False):
+        return
+    import tensorflow as tf
+
+    def reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
+        if reduction in ("auto", "mean") and is_multi_worker(strategy):
+            def _mean(v: Any) -> Any:
+                if isinstance(v, tf.distribute.DistributedValues):
+                    return strategy.reduce("MEAN", v, axis=None)
+                return v
+
+            return tf.nest.map_structure(_mean, values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._kflow_multi_worker = True  # type: ignore[attr-defined]
+    reduce_per_replica._kflow_original = original  # type: ignore[attr-defined]
+    module.reduce_per_replica = reduce_per_replica
+
+
+def local_symbolic_build(model: Any) -> None:
+    """Builds `model`'s metrics from a local batch, not a cross-worker reduction.
+
+    Replaces, on this model instance only, the private
+    `Model._maybe_symbolic_build(iterator=None, data_batch=None)` that
+    `fit`/`evaluate` call first: it takes one batch of the distributed
+    iterator and, instead of `strategy.reduce("MEAN", batch)`, uses the first
+    local replica's part of it (only its shape and dtype matter), then calls
+    the public-shaped `Model._symbolic_build(data_batch=...)` in the strategy
+    scope. Checked against Keras 3.15.1 (keras-team/keras#20585).
+
+    Args:
+        model: A compiled model under a `tf.distribute` strategy.
+
+    Raises:
+        KerasCompatError: `Model` has no `_maybe_symbolic_build` or
+            `_symbolic_build` any more.
+    """
+    if not callable(getattr(model, "_maybe_symbolic_build", None)) or not callable(
+            getattr(model, "_symbolic_build", None)):
+        raise _changed("Model._maybe_symbolic_build",
+                       "builds metrics from one batch at the start of fit")
+    import tensorflow as tf
+
+    def _maybe_symbolic_build(iterator: Any = None, data_batch: Any = None) -> None:
+        strategy = model.distribute_strategy
+        if iterator is not None:
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tf.nest.map_structure(
+                    lambda v: (strategy.experimental_local_results(v)[0]
+                               if isinstance(v, tf.distribute.DistributedValues) else v),
+                    batch)
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    object.__setattr__(model, "_maybe_symbolic_build", _maybe_symbolic_build)
+
+
+def inline_replica_steps(model: Any) -> None:
+    """Lets `steps_per_execution > 1` run with several replicas.
+
+    Replaces, on this model instance only, `make_train_function` and
+    `make_test_function` with versions that build Keras' own functions
+    while the private module attribute `tf` of
+    `keras.src.backend.tensorflow.trainer` is a view of TensorFlow whose
+    `tf.function` leaves the inner `one_step_on_data` step a plain Python
+    function: the step is then traced inline into the multi-step
+    `tf.while_loop` (which is still one `tf.function`). The cost: that inner
+    step is not compiled with XLA on its own (`jit_compile` has no effect
+    on it). Checked against Keras 3.15.1.
+
+    Args:
+        model: A compiled model.
+
+    Raises:
+        KerasCompatError: The trainer module has no `tf` attribute, or its
+            step function is no longer named `one_step_on_data`.
+    """
+    module = _tf_trainer_module()
+    real_tf = getattr(module, "tf", None)
+    if real_tf is None or "def one_step_on_data" not in _source(module):
+        raise _changed("keras.src.backend.tensorflow.trainer.tf / one_step_on_data",
+                       "the multi-step loop's inner step")
+    cls = type(model)
+
+    def _make(method: str) -> Callable[..., Any]:
+        def make(force: bool = False) -> Any:
+            module.tf = _InlineStepTF(real_tf)
+            try:
+                return getattr(cls, method)(model, force=force)
+            finally:
+                module.tf = real_tf
+
+        return make
+
+    for method in ("make_train_function", "make_test_function"):
+        object.__setattr__(model, method, _make(method))
+
+
+def _source(module: Any) -> str:
+    import inspect
+
+    try:
+        return inspect.getsource(module)
+    except (OSError, TypeError):
+        return ""
+
+
+class _InlineStepTF:
+    """TensorFlow, except that `function(one_step_on_data)` returns it unchanged."""
+
+    def __init__(self, tf: Any):
+        self._tf = tf
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tf, name)
+
+    def function(self, func: Any = None, **kwargs: Any) -> Any:
+        if func is not None and getattr(func, "__name__", "") == "one_step_on_data":
+            return func
+        if func is None:
+            return lambda f: self.function(f, **kwargs)
+        return self._tf.function(func, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# Peer timeouts of a multi-worker job (kflow.training.distributed) -- TensorFlow, not Keras
+#
+# `MultiWorkerMirroredStrategy` starts TensorFlow's coordination service with its
+# defaults: the start waits without limit for every worker to register, inside C++
+# that holds the GIL (no Python watchdog can run). TensorFlow has no public option;
+# configuring the service first, as the strategy itself does, with timeouts, makes
+# the start fail (DeadlineExceeded) and a dead peer be reported after the heartbeat
+# timeout. The strategy keeps a service configured before it.
+# ---------------------------------------------------------------------------------------
+def configure_coordination_service(resolver: Any, *, register_timeout_s: float,
+                                   heartbeat_timeout_s: float) -> bool:
+    """Configures TensorFlow's coordination service for `resolver`'s cluster, with timeouts.
+
+    Calls the private `tensorflow.python.eager.context.context().
+    configure_coordination_service` with the arguments
+    `MultiWorkerMirroredStrategy._initialize_multi_worker` uses (standalone
+    service, leader from `multi_worker_util.coordination_leader`, the chief
+    and worker jobs), plus `cluster_register_timeout_in_ms` and
+    `heartbeat_timeout_in_ms`. Call it before creating the strategy.
+    Checked against TensorFlow 2.21.
+
+    Args:
+        resolver: A `tf.distribute.cluster_resolver.ClusterResolver`.
+        register_timeout_s: How long the start waits for every worker.
+        heartbeat_timeout_s: After how long without heartbeats a worker is
+            declared dead (its peers' collectives then fail).
+
+    Returns:
+        `False` when a service was already configured (nothing changed).
+
+    Raises:
+        KerasCompatError: The private TensorFlow names moved.
+    """
+    try:
+        from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+        from tensorflow.python.distribute import multi_worker_util
+        from tensorflow.python.eager import context
+    except ImportError as e:
+        raise _changed("tensorflow.python.eager.context", str(e)) from e
+    ctx = context.context()
+    if not hasattr(ctx, "configure_coordination_service") or not hasattr(
+            multi_worker_util, "coordination_leader"):
+        raise _changed("context().configure_coordination_service",
+                       "starts TensorFlow's coordination service")
+    if ctx.coordination_service is not None:
+        return False
+    spec = multi_worker_util.normalize_cluster_spec(resolver.cluster_spec())
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+            for job in ("chief", "worker") if job in spec.jobs]
+    ctx.configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(spec),
+        coordinated_jobs=jobs,
+        cluster_register_timeout_in_ms=max(1, int(register_timeout_s * 1000)),
+        heartbeat_timeout_in_ms=max(1, int(heartbeat_timeout_s * 1000)),
+    )
+    return True

@@ -19,13 +19,23 @@ Command line:
     python client.py status   --model digits-cnn
     python client.py metadata --model digits-cnn
     python client.py predict  --model digits-cnn --input rows.json [--columns]
+    python client.py predict  --model students --input rows.csv
+
+A CSV file is typed by the signature (read from the metadata endpoint): header
+names become signature keys as kflow's export names them (letters, digits
+and `_`: "previous score" -> previous_score), columns that are not inputs (a
+label column) are left out, an empty cell is a missing value (NaN for a
+number, "" for text), and yes/no cells are sent as text.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import csv
+import io
 import json
+import re
 import sys
 from typing import Any
 
@@ -163,11 +173,87 @@ class ServingClient:
         return {"output": np.asarray(outputs)}
 
 
-def _load_rows(path: str) -> Any:
+def signature_key(column: str) -> str:
+    """The signature key kflow's export gives a column: letters, digits and `_`."""
+    name = re.sub(r"[^0-9A-Za-z_]+", "_", str(column)).strip("_") or "input"
+    return f"f_{name}" if name[0].isdigit() else name
+
+
+def csv_rows(text: str, inputs: dict[str, str]) -> tuple[list[Any], list[str]]:
+    """CSV text -> rows typed by `inputs` (`{signature input: "DT_FLOAT"...}`).
+
+    Returns:
+        `(rows, columns left out)`. Without a header naming an input, every row
+        is a flat list of numbers (single-input models).
+    """
+    table = [r for r in csv.reader(io.StringIO(text)) if r]
+    if not table:
+        raise ServingError("the CSV file has no rows")
+    header = [h.strip() for h in table[0]]
+    keys = [h if h in inputs else signature_key(h) for h in header]
+    if not any(k in inputs for k in keys):
+        try:
+            body = table if all(_is_number(h) for h in header) else table[1:]
+            return [[float(c) if c.strip() else float("nan") for c in r] for r in body], []
+        except ValueError:
+            raise ServingError(f"the CSV header names none of the model's inputs "
+                               f"({', '.join(sorted(inputs))})") from None
+    rows = []
+    for r in table[1:]:
+        row: dict[str, Any] = {}
+        for k, cell in zip(keys, r):  # noqa: B905 - short rows: missing cells
+            if k not in inputs:
+                continue
+            dtype, cell = inputs[k], cell.strip()
+            if dtype == "DT_STRING":
+                row[k] = cell
+            elif cell.lower() in ("", "nan", "na", "null", "none"):
+                row[k] = float("nan") if dtype in ("DT_FLOAT", "DT_DOUBLE", "DT_HALF") else -1
+            else:
+                try:
+                    row[k] = (float(cell) if dtype in ("DT_FLOAT", "DT_DOUBLE", "DT_HALF")
+                              else int(cell))
+                except ValueError:
+                    row[k] = cell  # the server names the bad value
+        rows.append(row)
+    return rows, [h for h, k in zip(header, keys) if k not in inputs]  # noqa: B905
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def signature_inputs(client: ServingClient, signature: str = "serving_default"
+                     ) -> dict[str, str]:
+    """`{input name: dtype}` of a signature, from the metadata endpoint."""
+    meta = client.metadata().get("metadata", {}).get("signature_def", {})
+    sig = meta.get("signature_def", {}).get(signature, {})
+    return {k: str(v.get("dtype", "")) for k, v in sig.get("inputs", {}).items()}
+
+
+def _load_rows(path: str, client: ServingClient | None = None) -> Any:
     if path.endswith(".npy"):
         return np.load(path, allow_pickle=False)
-    with open(path) as f:
-        data = json.load(f)
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as exc:
+        raise ServingError(f"cannot read {path}: {exc.strerror}") from None
+    if path.lower().endswith((".csv", ".txt")):
+        rows, ignored = csv_rows(text, signature_inputs(client) if client else {})
+        if ignored:
+            print(f"client: left out column(s) {', '.join(ignored)}: not model inputs",
+                  file=sys.stderr)
+        return rows
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ServingError(f"{path} is not JSON ({exc}); give a .json file of rows, "
+                           "or a .csv file with a header") from None
     if isinstance(data, dict) and "instances" in data:
         return data["instances"]
     if isinstance(data, dict) and "inputs" in data:
@@ -181,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", default="http://localhost:8501")
     p.add_argument("--model", required=True)
     p.add_argument("--version", type=int, default=None)
-    p.add_argument("--input", help="rows: .json (list of rows / instances / inputs) or .npy")
+    p.add_argument("--input", help="rows: .json (list of rows / instances / inputs), .csv "
+                   "(a header row) or .npy")
     p.add_argument("--columns", action="store_true", help="send the column format (inputs)")
     p.add_argument("--input-name", default=None,
                    help="signature input name for a bare .npy / list of values")
@@ -195,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not args.input:
                 p.error("predict needs --input")
-            rows = _load_rows(args.input)
+            rows = _load_rows(args.input, client)
             if args.input_name and not isinstance(rows, dict):
                 rows = {args.input_name: rows}
             if args.columns:

@@ -128,9 +128,38 @@ CHECKED_ONLY = {
                   "dropout=0.0:0.5 --search optimizer=adam,sgd,rmsprop --search "
                   "learning_rate=1e-4:1e-2:log --cv 5"):
         "100 trainings; the --search names are checked against the recipe",
+    ("README.md", "kflow train breast-cancer-mlp --set class_weight=balanced "
+                  "--set label_smoothing=0.1"):
+        "a full training; tests/test_training_features.py checks both settings' effect",
+    ("README.md", "kflow train digits-mlp --set lr_schedule=plateau --set plateau_patience=3 "
+                  "--set decay_rate=0.5"):
+        "a full training; tests/test_training_features.py checks the plateau schedule",
+    ("README.md", "kflow train digits-cnn --set ema=true --set grad_accumulation=4 "
+                  "--profile-steps 10:20"):
+        "a full training; tests/test_training_features.py checks EMA, accumulation, profile",
+    ("README.md", "kflow train images --set path=photos/ --set image_size=64"):
+        "needs a folder of photos; tests/test_streaming_recipes.py trains it on generated "
+        "images from the CLI",
+    ("README.md", "kflow train tfds --set name=mnist --set split=train[:10%]"):
+        "downloads MNIST; tests/test_streaming_recipes.py trains it on tfds.testing.mock_data",
+    ("README.md", "kflow train breast-cancer-mlp --track mlflow"):
+        "writes ./mlruns; tests/test_tracking_mlflow.py logs a run to a file store and reads "
+        "it back",
+    ("README.md", "kflow tune digits-mlp --max-trials 5 --track mlflow"):
+        "five trainings; tests/test_tracking_mlflow.py checks the nested runs",
     ("README.md", "kflow train runs/tune-digits-mlp-hyperband-*/best.yaml"):
         "needs the search above; the glob is checked against the tuning directory's "
         "default name",
+    ("README.md", "kflow train digits-mlp --workers 2 --epochs 3"):
+        "two TensorFlow processes; tests/test_distributed.py runs this command and checks "
+        "the run directory, the weights of both workers and the accuracy",
+    ("README.md", "kflow train digits-cnn --strategy multi_worker"):
+        "needs the other worker of its TF_CONFIG; tests/test_distributed.py trains 2 workers "
+        "from TF_CONFIG and from a simulated SLURM step",
+    ("README.md", "kflow train digits-cnn --precision mixed_bfloat16 --set jit_compile=true"):
+        "a full training; tests/test_accelerator.py trains digits-cnn in bfloat16",
+    ("README.md", "kflow train digits-cnn --deterministic"):
+        "a full training; tests/test_accelerator.py checks config.yaml records the flag",
 }
 SERVED = {("README.md", "kflow serve exports")}
 # The transcript of a mistake: run, exit status and message compared.
@@ -423,6 +452,11 @@ def test_other_commands_name_what_exists():
                 assert "--model_config_file=/models/models.config" in c.argv, where
         elif prog == "saved_model_cli":
             assert c.argv[1] == "show" and "--dir" in c.argv, where
+        elif prog == "srun":  # a SLURM job step running kflow: the kflow part must parse
+            assert c.argv[1] == "kflow", where
+            from kflow.cli.main import build_parser
+
+            build_parser().parse_args(c.argv[2:])
         elif prog in ("kflow", "curl", "python"):
             continue
         else:

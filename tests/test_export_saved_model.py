@@ -81,7 +81,11 @@ def test_dict_input_tabular_round_trip():
     assert sorted(inputs) == sorted(run.info["feature_names"])  # the recipe's feature names
     assert inputs["school"].dtype == tf.string and inputs["hours_studied"].shape.as_list() == [None]
     test = load_test_split(run_dir)
-    feed = {k: tf.constant(np.asarray(v, dtype=object if k == "school" else "float32"))
+    assert inputs["tutoring"].dtype == tf.string  # a yes/no column is sent as text
+    from kflow.export.layout import boolean_text
+
+    feed = {k: tf.constant(boolean_text(v) if k == "tutoring" else
+                           np.asarray(v, dtype=object if k == "school" else "float32"))
             for k, v in test.x.items()}
     assert any(np.isnan(test.x["sleep_hours"])) or any(test.x["school"] == "")  # raw rows
     out = {k: v.numpy() for k, v in sig(**feed).items()}

@@ -117,3 +117,110 @@ def test_global_seed_generator_is_the_one_unseeded_random_ops_advance():
     assert not np.array_equal(before, generator.state.numpy()), (
         "unseeded keras.random calls no longer advance the private global SeedGenerator "
         f"(Keras {keras.__version__}); ResumableBackup does not save what they use")
+
+
+def test_swap_ema_weights_flag_tells_whether_the_model_holds_the_average():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.5),
+                  loss="mse")
+    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+    model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=2, verbose=0, callbacks=[swap])
+    assert compat.ema_weights_in_model(swap) is True, (
+        f"SwapEMAWeights (Keras {keras.__version__}) no longer records in the private "
+        "`_ema_weights_in_model` that it swapped the EMA weights in at epoch end; "
+        "kflow.training.features.EmaWeights cannot resume")
+    assert compat.ema_weights_in_model(swap, False) is False
+
+
+# -- Multi-worker and multi-step training (kflow.training.distributed) --------------------
+def test_multi_worker_reduce_is_installed_once_and_other_strategies_pass_through():
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    compat.install_multi_worker_reduce()
+    installed = tf_trainer.reduce_per_replica
+    assert getattr(installed, "_kflow_multi_worker", False), (
+        "keras.src.backend.tensorflow.trainer.reduce_per_replica could not be replaced "
+        f"(Keras {keras.__version__}); multi-worker fit fails on scalar logs "
+        "(keras-team/keras#20585)")
+    compat.install_multi_worker_reduce()
+    assert tf_trainer.reduce_per_replica is installed  # no double wrapping
+    model = _fit_once("sgd")
+    history = model.fit(np.ones((8, 3), "float32"), np.zeros((8, 2), "float32"), epochs=1,
+                        verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_local_symbolic_build_lets_fit_run_under_a_strategy():
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = _fit_once("sgd")
+        model.compile("sgd", "mse", metrics=["mae"])
+    compat.local_symbolic_build(model)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (np.ones((8, 3), "float32"), np.zeros((8, 2), "float32"))).batch(4)
+    history = model.fit(ds, epochs=1, verbose=0)
+    assert set(history.history) == {"loss", "mae"}
+
+
+_MULTI_STEP = """
+import json, tensorflow as tf, keras, numpy as np
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from kflow import _keras_compat as compat
+strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+x = np.random.RandomState(0).rand(256, 8).astype("float32"); y = (x.sum(1) > 4).astype("int32")
+ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+out = {}
+for name, spe, inline in (("one", 1, False), ("plain", 4, False), ("inline", 4, True)):
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        inputs = keras.Input((8,))
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+        model.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=spe)
+    if inline:
+        compat.inline_replica_steps(model)
+    try:
+        out[name] = model.fit(ds, epochs=2, verbose=0).history["loss"]
+    except Exception as e:
+        out[name] = str(e)
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_multi_step_with_two_replicas_needs_the_inline_step():
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.run([sys.executable, "-c", _MULTI_STEP], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(next(ln for ln in proc.stdout.splitlines()
+                          if ln.startswith("RESULT"))[len("RESULT"):])
+    assert isinstance(out["plain"], str) and "must feed a value for placeholder" in out["plain"], (
+        f"Keras {keras.__version__} runs steps_per_execution=4 on 2 replicas without kflow's "
+        "inline step: upstream fixed it; remove `inline_replica_steps` from "
+        "kflow/_keras_compat.py and kflow.training.distributed.adapt_model")
+    assert out["inline"] == pytest.approx(out["one"], rel=1e-5), (
+        "`inline_replica_steps` no longer gives the numbers of one step per call "
+        f"(Keras {keras.__version__})")
+
+
+def test_the_coordination_service_private_is_there():
+    import inspect
+
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    configure = getattr(context.context(), "configure_coordination_service", None)
+    assert configure is not None and hasattr(multi_worker_util, "coordination_leader"), (
+        "TensorFlow's private context().configure_coordination_service moved; kflow cannot "
+        "set the multi-worker peer timeouts")
+    params = inspect.signature(configure).parameters
+    for name in ("cluster_register_timeout_in_ms", "heartbeat_timeout_in_ms",
+                 "coordinated_jobs", "service_leader"):
+        assert name in params, f"configure_coordination_service lost its `{name}` argument"

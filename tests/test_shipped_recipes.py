@@ -36,7 +36,8 @@ RECIPES = _listed()
 
 def test_the_catalog_is_listed():
     assert {"breast-cancer-mlp", "digits-cnn", "digits-mlp", "digits-resnet", "lecture-mlp",
-            "lecture-step-size", "tabular"} <= set(RECIPES)
+            "lecture-step-size", "tabular", "digits-rnn", "digits-vit", "text-classifier",
+            "sequence-forecast"} <= set(RECIPES)
 
 
 def _students_csv(path) -> str:
@@ -53,7 +54,24 @@ def _students_csv(path) -> str:
     return str(path)
 
 
+def _image_folder(root) -> str:
+    """Two classes of 12 tiny PNGs (for the `images` recipe)."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["a", "b"]):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            img = rng.integers(0, 255, size=(10, 10, 3)).astype("uint8")
+            img[..., c] = 255
+            keras.utils.save_img(root / name / f"{i}.png", img)
+    return str(root)
+
+
 def _extra_sets(name: str, tmp_path) -> list[str]:
+    if name == "images":
+        return ["--set", f"path={_image_folder(tmp_path / 'photos')}", "--set", "image_size=8",
+                "--set", "filters=4"]
     if name == "tabular":
         return ["--set", f"path={_students_csv(tmp_path / 'students.csv')}",
                 "--set", "target=result"]
@@ -63,6 +81,9 @@ def _extra_sets(name: str, tmp_path) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", RECIPES)
 def test_show_train_export(name, tmp_path):
+    if name == "tfds":
+        pytest.skip("needs a TFDS dataset on disk (nothing downloads in tests); "
+                    "tests/test_streaming_recipes.py trains it on tfds.testing.mock_data")
     code, out = _kflow("recipes", "show", name)
     assert code == 0, f"kflow recipes show {name} failed"
     assert out.startswith(f"{name}: ") and " Allowed: " in out and "Override with --set" in out
@@ -82,7 +103,9 @@ def test_show_train_export(name, tmp_path):
 
     base = tmp_path / "exports"
     # String lookups do not convert to TFLite: tabular ships them in preprocessing.json.
-    sidecar = ["--tflite-preprocessing", "sidecar"] if name == "tabular" else []
+    # Text: TextVectorization's string ops neither (the sidecar tokenizes with NumPy).
+    sidecar = (["--tflite-preprocessing", "sidecar"] if name in ("tabular", "text-classifier")
+               else [])
     code, out = _kflow("export", str(run), "--base", str(base), "--name", "m",
                        "--tflite", "float32", "--warmup-rows", "1", "--quiet", *sidecar)
     assert code == 0, f"kflow export {name} failed"

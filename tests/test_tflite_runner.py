@@ -139,7 +139,7 @@ def test_tabular_sidecar_predictions_equal_kflow_interpreter(device, tmp_path):
     feed = apply_sidecar(spec, InputLayout.from_model(model).model_arrays(test.x))
     for variant in ("float32", "int8"):
         path = result.tflite_files[variant]
-        want = _kflow_head(path, feed, "probability")[:, 0]
+        want = _kflow_head(path, feed, "probabilities")[:, 1]
         for source in ("rows.csv", "rows.json"):
             done = _runner(device, str(path), "-i", str(tmp_path / source), "--format", "json")
             assert done.returncode == 0, done.stderr

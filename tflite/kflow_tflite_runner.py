@@ -5,7 +5,9 @@
     python kflow_tflite_runner.py model_int8.tflite --input rows.json --format json
     python kflow_tflite_runner.py model_int8.tflite --benchmark --runs 500
 
-Reads `metadata.json` (task, class names, input names and shapes) and, when
+Reads `metadata.json` (task, class names, input names and shapes; without it,
+the same metadata embedded in the .tflite file as the flatbuffer metadata
+entry `kflow_metadata`) and, when
 the export moved the preprocessing out of the model, `preprocessing.json`
 (fill values, means and variances, vocabularies) from the model's folder, and
 applies them with NumPy before invoking the interpreter.
@@ -13,8 +15,9 @@ applies them with NumPy before invoking the interpreter.
 Inputs:
   .npy   rows of the model's single input, e.g. (N, 8, 8, 1) or flattened (N, 64)
   .npz   one array per input name
-  .csv   a header row; columns named like the inputs (tabular), or one column
-         per feature / flattened value of a single input
+  .csv   a header row; columns named like the inputs or as in the training file
+         ("previous score"), or one column per feature / flattened value of a
+         single input; an empty cell is a missing value, yes/no cells are fine
   .json  TF Serving style {"instances": [row, ...]} or {"inputs": {name: [...]}},
          a list of rows, or {name: [values]}; a row is {name: value} or a list
 
@@ -57,7 +60,64 @@ def load_metadata(model_path: str, metadata_path: str | None = None) -> dict:
             return data
     if metadata_path:
         raise RunnerError(f"metadata file '{metadata_path}' does not exist")
+    embedded = embedded_metadata(model_path) if os.path.isfile(model_path) else None
+    if embedded is not None:
+        embedded.setdefault("_folder", folder)
+        return embedded
     return {"_folder": folder}
+
+
+def embedded_metadata(model_path: str, name: str = "kflow_metadata") -> dict | None:
+    """The JSON metadata kflow embeds in a .tflite file (flatbuffer `Model.metadata`).
+
+    A minimal flatbuffer reader (no flatbuffers package needed): Model field 6
+    is `metadata` ([Metadata {name: string, buffer: uint}]), field 4 `buffers`
+    ([Buffer {data: [ubyte]}]).
+    """
+    import struct
+
+    with open(model_path, "rb") as f:
+        buf = f.read()
+
+    def u32(pos):
+        return struct.unpack_from("<I", buf, pos)[0]
+
+    def field(table, index):
+        vtable = table - struct.unpack_from("<i", buf, table)[0]
+        if 4 + 2 * index >= struct.unpack_from("<H", buf, vtable)[0]:
+            return None
+        off = struct.unpack_from("<H", buf, vtable + 4 + 2 * index)[0]
+        return table + off if off else None
+
+    def vector(pos):
+        start = pos + u32(pos)
+        return start + 4, u32(start)
+
+    try:
+        root = u32(0)
+        meta_field, buffers_field = field(root, 6), field(root, 4)
+        if meta_field is None or buffers_field is None:
+            return None
+        items, count = vector(meta_field)
+        for i in range(count):
+            entry = items + 4 * i + u32(items + 4 * i)
+            name_field, buffer_field = field(entry, 0), field(entry, 1)
+            if name_field is None or buffer_field is None:
+                continue
+            start, length = vector(name_field)
+            if buf[start:start + length].decode("utf-8", "replace") != name:
+                continue
+            buffers, _ = vector(buffers_field)
+            index = u32(buffer_field)
+            table = buffers + 4 * index + u32(buffers + 4 * index)
+            data_field = field(table, 0)
+            if data_field is None:
+                return None
+            start, length = vector(data_field)
+            return json.loads(buf[start:start + length].decode("utf-8"))
+    except (struct.error, ValueError, IndexError):
+        return None
+    return None
 
 
 def load_preprocessing(metadata: dict, path: str | None = None) -> dict | None:
@@ -139,6 +199,20 @@ def _step(step, args):
                                   f"'{step['output']}' (no out-of-vocabulary slot)")
             idx[i] = j
         return _encode(idx, step["depth"], step["output_mode"])
+    if op == "tokenize":  # TextVectorization: standardize, split on spaces, ids, pad/cut
+        import re
+
+        index = {w: i for i, w in enumerate(step["vocabulary"])}
+        length, std = step["sequence_length"], step["standardize"] or ""
+        punct = re.compile(r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']')
+        text = _as_text(x).reshape(-1)
+        out = np.zeros((len(text), length), dtype="int64")
+        for r, doc in enumerate(text):
+            doc = doc.lower() if "lower" in std else doc
+            doc = punct.sub("", doc) if "strip" in std else doc
+            ids = [index.get(w, 1) for w in doc.split()][:length]
+            out[r, :len(ids)] = ids
+        return out
     if op == "encode":
         return _encode(x, step["depth"], step["output_mode"])
     if op == "bucketize":
@@ -224,8 +298,9 @@ def _from_rows(rows, specs):
         arrays = {}
         for spec in specs:
             cols = spec.get("columns")
-            if spec["name"] in rows[0]:
-                vals = [r[spec["name"]] for r in rows]
+            key = spec["name"] if spec["name"] in rows[0] else spec.get("column")
+            if key in rows[0]:
+                vals = [r[key] for r in rows]
                 if spec["dtype"] == "string":
                     vals = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in vals]
                     arrays[spec["name"]] = _column(vals, "string")
@@ -272,7 +347,9 @@ def read_inputs(path: str, specs: list[dict]) -> dict:
         if not table:
             raise RunnerError(f"'{path}' is empty")
         header, body = table[0], table[1:]
-        names = {s["name"] for s in specs} | {c for s in specs for c in s.get("columns") or []}
+        names = ({s["name"] for s in specs} | {c for s in specs for c in s.get("columns") or []}
+                 | {s["column"] for s in specs if s.get("column")})
+        header = [h.strip() for h in header]
         if any(h in names for h in header):
             arrays = _from_rows([dict(zip(header, r)) for r in body],  # noqa: B905 (py3.8)
                                 specs)

@@ -41,3 +41,13 @@ class StepSize(Recipe):
 
     def build_backbone(self, x):
         return x  # the regression head Dense(1) makes it a linear model
+
+    def build_head(self, x, train):
+        """A plain `Dense(1)` on the unscaled target: the lecture's step sizes are for
+        this quadratic loss (the default head would scale the target)."""
+        import keras
+
+        from kflow.blocks.initializers import get_initializer
+
+        return keras.layers.Dense(1, kernel_initializer=get_initializer(
+            "glorot_uniform", seed=self.seed), name="value", dtype="float32")(x)

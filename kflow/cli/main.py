@@ -80,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv  # the command as given (kflow train --workers N restarts it N times)
     if args.command is None:
         parser.print_help()
         return 2
@@ -87,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         with contextlib.ExitStack() as stack:
-            if getattr(args, "needs_tensorflow", False):
+            if getattr(args, "needs_tensorflow", False) and not getattr(args, "workers", None):
                 _start_tensorflow(args.devices, debug, stack)
             code = int(args.func(args) or 0)
             sys.stdout.flush()  # a closed pipe fails here, not at exit

@@ -19,9 +19,15 @@ input formats (--format, default: from the file name, else auto-detected):
   json    a list of rows ([[...], ...] or [{"x": ...}, ...]), or a whole request
           body ({"instances": ...}, {"inputs": ...}, {"examples": ...}) sent as is
   jsonl   one row per line
-  csv     a header line; if the header names are the model's input names, each row
-          becomes {"name": value, ...}, else each row is one flat list of numbers;
-          for --api classify/regress the header names are the feature names
+  csv     a header line; if the header names the model's inputs, each row becomes
+          {"name": value, ...}, else each row is one flat list of numbers. Header
+          names are mapped to signature keys as the export named them: letters,
+          digits and _ ("previous score" -> previous_score); columns that are not
+          inputs (a label column) are left out, with a note. Cells are typed by the
+          signature: an empty cell is a missing value (NaN for numbers, "" for text,
+          left out of a tf.Example), yes/no columns are sent as text.
+          --api classify/regress sends tf.Examples to the "classification" /
+          "regression" signature kflow exports write (unless --signature).
 
 examples:
   kflow predict digits-cnn rows.json
@@ -113,16 +119,77 @@ def _csv_rows(text: str, names: list[str] | None, named: bool) -> list[Any]:
     return table
 
 
-def _input_names(client, args) -> list[str] | None:
+def _signatures(client, args) -> dict[str, Any]:
     from kflow.serve.client import ClientError
 
     try:
         meta = client.metadata(args.model, args.version, args.label)
     except ClientError:
+        return {}
+    return meta.get("metadata", {}).get("signature_def", {}).get("signature_def", {}) or {}
+
+
+def signature_key(column: str) -> str:
+    """The signature key kflow's export gives a column: letters, digits and `_`."""
+    import re
+
+    name = re.sub(r"[^0-9A-Za-z_]+", "_", str(column)).strip("_") or "input"
+    return f"f_{name}" if name[0].isdigit() else name
+
+
+def typed_csv_rows(text: str, inputs: dict[str, str], examples: bool = False
+                   ) -> tuple[list[dict[str, Any]], list[str]] | None:
+    """CSV rows typed by a signature's inputs, or `None` when the header names none.
+
+    Args:
+        text: The CSV text (a header line, then rows).
+        inputs: `{signature input: dtype}` ("DT_FLOAT", "DT_STRING"...).
+        examples: Rows for tf.Examples (`:classify` / `:regress`): the file's
+            column names are kept and missing cells left out.
+
+    Returns:
+        `(rows, ignored columns)`.
+    """
+    reader = csv.reader(io.StringIO(text))
+    table = [r for r in reader if r]
+    if not table:
+        return [], []
+    header = [h.strip() for h in table[0]]
+    keys = [h if h in inputs else signature_key(h) for h in header]
+    if not any(k in inputs for k in keys):
         return None
-    sigs = meta.get("metadata", {}).get("signature_def", {}).get("signature_def", {})
-    sig = sigs.get(args.signature or "serving_default", {})
-    return sorted(sig.get("inputs", {})) or None
+    ignored = [h for h, k in zip(header, keys, strict=True) if k not in inputs]
+    rows = []
+    for r in table[1:]:
+        row: dict[str, Any] = {}
+        for h, k, cell in zip(header, keys, r, strict=False):
+            if k not in inputs:
+                continue
+            dtype, cell = inputs[k], cell.strip()
+            name = h if examples else k
+            if dtype in ("DT_STRING",):
+                if cell or not examples:
+                    row[name] = cell
+            elif dtype.startswith(("DT_FLOAT", "DT_DOUBLE", "DT_HALF", "DT_BFLOAT")):
+                if cell.lower() in ("", "nan", "na", "null", "none"):
+                    if not examples:
+                        row[name] = float("nan")
+                else:
+                    try:
+                        row[name] = float(cell)
+                    except ValueError:
+                        row[name] = cell  # the server names the bad value
+            else:
+                if cell == "":
+                    if not examples:
+                        row[name] = -1
+                else:
+                    try:
+                        row[name] = int(cell)
+                    except ValueError:
+                        row[name] = cell
+        rows.append(row)
+    return rows, ignored
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,8 +218,25 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise DataError(f"{args.input} is not valid JSON lines: {exc}") from None
     else:
-        names = _input_names(client, args) if args.api == "predict" else None
-        rows = _csv_rows(text, names, named=args.api != "predict")
+        sigs = _signatures(client, args)
+        if args.api != "predict" and not args.signature and "serving_default" in sigs:
+            key = "classification" if args.api == "classify" else "regression"
+            if key in sigs:
+                args.signature = key
+        # tf.Example features are typed by serving_default, which takes the same columns.
+        sig = sigs.get(args.signature or "serving_default", {}) if args.api == "predict" \
+            else sigs.get("serving_default", {})
+        inputs = {k: str(v.get("dtype", "")) for k, v in sig.get("inputs", {}).items()}
+        typed = typed_csv_rows(text, inputs, examples=args.api != "predict") if inputs \
+            else None
+        if typed is not None:
+            rows, ignored = typed
+            if ignored:
+                print(f"kflow: left out column(s) {', '.join(ignored)}: not inputs of "
+                      f"{args.model}", file=sys.stderr)
+        else:
+            names = sorted(inputs) or None
+            rows = _csv_rows(text, names, named=args.api != "predict")
     path = client.model_path(args.model, args.version, args.label) + f":{args.api}"
     if body is not None:
         _print_answer(client.request("POST", path, body), args.raw)

@@ -45,6 +45,9 @@ NOISE = (
     # attribute, which the runtime ignores as the message says.
     r"^[IWE]\d{4} [\d:. ]+\d+ node_def_util\.cc:\d+\] NodeDef mentions attribute "
     r"use_unbounded_threadpool which is not in the op definition",
+    # CUDA probing on a machine without a GPU driver, when the devices start after the
+    # quiet import (a multi-worker strategy must be created before they start).
+    r"^E\d{4} [\d:. ]+\d+ cuda_platform\.cc:\d+\] failed call to cuInit: ",
 )
 
 _NOISE = [re.compile(p) for p in NOISE]
@@ -173,7 +176,9 @@ def import_tensorflow_quietly(devices: int | None = None) -> None:
             from kflow.training.strategy import split_cpu
 
             split_cpu(devices)  # errors are exceptions, reported once stderr is back
-        tf.config.list_logical_devices()
+        if not os.environ.get("TF_CONFIG") and "SLURM_PROCID" not in os.environ:
+            # A multi-worker strategy must be created before the devices start.
+            tf.config.list_logical_devices()
 
 
 @contextlib.contextmanager

@@ -76,24 +76,30 @@ def add_parser(sub) -> None:
                    "authentication). Give this node's address for workers on other nodes of "
                    "a trusted network")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--track", default=None, choices=["none", "mlflow"],
+                   help="log every trial to MLflow as a nested run of one parent run")
     p.set_defaults(func=run, needs_tensorflow=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    from kflow.tracking import tracking_parent
     from kflow.tuning.search import tune
 
     if args.oracle_bind:
         os.environ["KFLOW_ORACLE_BIND"] = args.oracle_bind
-    result = tune(
-        args.recipe, tuner=args.tuner, max_trials=args.max_trials, max_epochs=args.max_epochs,
-        objective=args.objective, set_args=args.set_args, search_args=args.search_args,
-        search_only=args.search_only, cv=args.cv, tune_dir=args.tune_dir,
-        tunes_root=args.tunes_root, seed=args.seed, retrain=args.retrain,
-        overwrite=args.overwrite, factor=args.factor,
-        hyperband_iterations=args.hyperband_iterations,
-        max_consecutive_failed_trials=args.max_failures, verbose=0 if args.quiet else 1,
-        command="kflow " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["tune"] else None,
-    )
+    # --track mlflow: each trial's `kflow.train` logs a run nested under this parent.
+    with tracking_parent(args.track, f"kflow tune {args.recipe}",
+                         {"tuner": args.tuner, "max_trials": args.max_trials}):
+        result = tune(
+            args.recipe, tuner=args.tuner, max_trials=args.max_trials,
+            max_epochs=args.max_epochs, objective=args.objective, set_args=args.set_args,
+            search_args=args.search_args, search_only=args.search_only, cv=args.cv,
+            tune_dir=args.tune_dir, tunes_root=args.tunes_root, seed=args.seed,
+            retrain=args.retrain, overwrite=args.overwrite, factor=args.factor,
+            hyperband_iterations=args.hyperband_iterations,
+            max_consecutive_failed_trials=args.max_failures, verbose=0 if args.quiet else 1,
+            command="kflow " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["tune"] else None,
+        )
     if result.best is not None:
         print(f"best {result.objective.name}: {result.best.score:.4f} "
               f"(trial {result.best.trial_id})")

@@ -55,6 +55,8 @@ class Dataset:
         split: A predefined split per row ("train", "val" or "test", e.g. from
             a split column), used by `train_val_test_split` instead of random
             fractions. Defaults to `None`.
+        sample_weight: A loss weight per row (e.g. a table's weight column),
+            or `None`. Defaults to `None`.
     """
 
     x: Any
@@ -65,6 +67,7 @@ class Dataset:
     name: str = "data"
     meta: dict[str, Any] = field(default_factory=dict)
     split: np.ndarray | None = None
+    sample_weight: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.y = np.asarray(self.y)
@@ -88,6 +91,14 @@ class Dataset:
                     f"Dataset '{self.name}' has {len(self.split)} split assignments for "
                     f"{len(self.y)} rows; they must match."
                 )
+        if self.sample_weight is not None:
+            self.sample_weight = np.asarray(self.sample_weight, dtype=np.float32)
+            w = self.sample_weight
+            if w.shape != (len(self.y),) or not np.isfinite(w).all() or (w < 0).any():
+                raise DataError(
+                    f"Dataset '{self.name}' needs one finite sample weight >= 0 per row "
+                    f"({len(self.y)}); got shape {w.shape}, or values that are negative "
+                    "or missing.")
         if self.y.dtype.kind == "f" and np.isnan(self.y).any():
             rows = np.flatnonzero(np.isnan(self.y))[:10].tolist()
             raise DataError(
@@ -124,6 +135,8 @@ class Dataset:
         out.__dict__.update(replace_dict(
             self, x=take_rows(self.x, index), y=self.y[index],
             split=None if self.split is None else self.split[index],
+            sample_weight=(None if getattr(self, "sample_weight", None) is None
+                           else self.sample_weight[index]),
         ))
         return out
 
@@ -147,9 +160,12 @@ def concat_datasets(parts: Sequence[Dataset | None]) -> Dataset:
         x = np.concatenate([np.asarray(p.x) for p in parts])
     split = (None if any(p.split is None for p in parts)
              else np.concatenate([p.split for p in parts]))
+    weights = (None if any(getattr(p, "sample_weight", None) is None for p in parts)
+               else np.concatenate([p.sample_weight for p in parts]))
     out = object.__new__(Dataset)
     out.__dict__.update(replace_dict(
         first, x=x, y=np.concatenate([p.y for p in parts]), split=split,
+        sample_weight=weights,
     ))
     return out
 

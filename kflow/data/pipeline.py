@@ -106,6 +106,7 @@ def make_dataset(
     epoch: EpochKey | int | None = None,
     cache: bool = True,
     map_fn: Callable[..., Any] | None = None,
+    sample_weight: np.ndarray | None = None,
 ):
     """Builds a `tf.data.Dataset` of `(x, y)` batches (or `x` batches without `y`).
 
@@ -145,6 +146,8 @@ def make_dataset(
         map_fn: A function of a batch `x` returning the new `x` (e.g. the
             preprocessor from `kflow.data.split_preprocessing`), applied after
             batching. Defaults to `None`.
+        sample_weight: One loss weight per row (with `y`): the batches are
+            `(x, y, weight)`, shuffled together. Defaults to `None`.
 
     Example:
 
@@ -160,7 +163,9 @@ def make_dataset(
     import tensorflow as tf
 
     n = len(y) if y is not None else num_rows(x)
-    tensors = tf.nest.map_structure(tf.convert_to_tensor, x if y is None else (x, y))
+    parts = x if y is None else ((x, y) if sample_weight is None else
+                                 (x, y, np.asarray(sample_weight, dtype=np.float32)))
+    tensors = tf.nest.map_structure(tf.convert_to_tensor, parts)
 
     def gather(rows):
         return tf.nest.map_structure(lambda t: tf.gather(t, rows), tensors)
@@ -187,7 +192,7 @@ def make_dataset(
         # last step of an epoch under a `tf.distribute` strategy.
         ds = ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
     if map_fn is not None:
-        fn = map_fn if y is None else (lambda bx, by: (map_fn(bx), by))
+        fn = map_fn if y is None else (lambda bx, *rest: (map_fn(bx), *rest))
         ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache and not training:
         ds = ds.cache()

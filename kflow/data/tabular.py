@@ -298,6 +298,7 @@ def load_table(
     task: str = "auto",
     split_column: str | None = None,
     name: str | None = None,
+    weight_column: str | None = None,
 ) -> Dataset:
     """Loads a CSV / Parquet file or a DataFrame as a `Dataset` of raw columns.
 
@@ -332,6 +333,8 @@ def load_table(
             (also "validation", "dev"...), used instead of random fractions.
             Defaults to `None`.
         name: Name for logs and messages. Defaults to the file name.
+        weight_column: A numeric column of per-row loss weights (>= 0), kept
+            out of the features (`Dataset.sample_weight`). Defaults to `None`.
 
     Returns:
         A `Dataset` whose `x` is a dict of raw columns keyed by model input
@@ -360,11 +363,14 @@ def load_table(
     _check_names([target], columns, "Target column", source_name)
     if split_column is not None:
         _check_names([split_column], columns, "Split column", source_name)
+    if weight_column is not None:
+        _check_names([weight_column], columns, "Weight column", source_name)
     if features is None:
-        features = [c for c in columns if c not in (target, split_column)]
+        features = [c for c in columns if c not in (target, split_column, weight_column)]
     features = [str(f) for f in features]
     _check_names(features, columns, "Feature column", source_name)
-    for special, what in ((target, "target"), (split_column, "split column")):
+    for special, what in ((target, "target"), (split_column, "split column"),
+                          (weight_column, "weight column")):
         if special in features:
             raise ConfigError(
                 f"Column '{special}' is the {what} and cannot also be a feature; remove it "
@@ -445,8 +451,19 @@ def load_table(
     meta = {"source": str(source) if isinstance(source, (str, Path)) else source_name,
             "target": target, "columns": specs, "split_column": split_column,
             "rows_dropped": int(drop.sum() + label_missing.sum())}
+    weights = None
+    if weight_column is not None:
+        import pandas as pd
+
+        weights = pd.to_numeric(frame[weight_column], errors="coerce").to_numpy(np.float64)
+        bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+        if len(bad):
+            raise DataError(
+                f"Weight column '{weight_column}' of '{source_name}' needs a number >= 0 in "
+                f"every row; rows {_rows(bad)} (0-based) are missing, negative or not numbers.")
+        meta["weight_column"] = weight_column
     return Dataset(x, y, task=task, class_names=class_names, feature_names=keys,
-                   name=source_name, meta=meta, split=split)
+                   name=source_name, meta=meta, split=split, sample_weight=weights)
 
 
 def load_arrays(

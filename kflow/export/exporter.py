@@ -377,7 +377,8 @@ def _plan(run_dir: Path, base: Any, name: str | None, version: int | None, overw
                                           "representative sample is empty.")
     model = load_run(run_dir).model
     check_single_output(model)
-    layout = InputLayout.from_model(model, run.info.get("feature_names"), opts.split_features)
+    layout = InputLayout.from_model(model, run.info.get("feature_names"), opts.split_features,
+                                    columns=run.info.get("columns"))
     if data.test_x is not None:
         parity_x, rows_source = take(data.test_x, slice(0, _PARITY_ROWS)), "test split"
     else:
@@ -399,7 +400,9 @@ def _build_and_publish(plan: _Plan, version: int | None, overwrite: bool,
         "class_names": p.class_names, "kflow_version": __version__,
         "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "signature": {"key": "serving_default", "inputs": p.layout.describe(),
-                      "outputs": _outputs_description(p.task, p.class_names)},
+                      "outputs": _outputs_description(p.task, p.class_names),
+                      "column_names": p.layout.column_names()},
+        "example_signature": _example_signature(p.model, p.task),
     }
     result = ExportResult(run_dir=p.run_dir, name=p.name, report=report)
     staging_export = p.run_dir / f".export-staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -477,6 +480,18 @@ def _int8_hint(model: Any, tflite_report: dict[str, Any]) -> str:
             "--tflite-preprocessing sidecar to quantize the scaled inputs instead.")
 
 
+def _example_signature(model: Any, task: str) -> dict[str, Any] | None:
+    """The `classification` / `regression` signature written next to serving_default."""
+    from kflow.export.saved_model import _METHODS, example_signature_key
+
+    key = example_signature_key(task, int(model.outputs[0].shape[-1] or 1))
+    if key is None:
+        return None
+    outputs = ["outputs"] if task == "regression" else ["classes", "scores"]
+    return {"key": key, "method_name": _METHODS[key], "inputs": ["inputs"],
+            "outputs": outputs}
+
+
 def _outputs_description(task: str, class_names: list[str] | None) -> dict[str, Any]:
     from kflow.export.saved_model import serving_outputs
 
@@ -507,7 +522,7 @@ def _tflite(model, layout, task, class_names, variants, out_dir, data, rep_x, in
             latency_samples, say) -> dict[str, Any]:
     import tempfile
 
-    from kflow.export.saved_model import keras_predict, main_output, max_abs_diff
+    from kflow.export.saved_model import head_outputs, keras_predict, main_output, max_abs_diff
     from kflow.export.sidecar import (
         SIDECAR_FILE,
         apply_sidecar,
@@ -519,10 +534,11 @@ def _tflite(model, layout, task, class_names, variants, out_dir, data, rep_x, in
     from kflow.export.tflite import (
         TFLiteRunner,
         convert,
+        finalize_tflite,
         head_output_name,
         measure_latency,
         score,
-        write_numeric_saved_model,
+        write_conversion_saved_model,
     )
 
     output = head_output_name(task)
@@ -532,21 +548,25 @@ def _tflite(model, layout, task, class_names, variants, out_dir, data, rep_x, in
         if plan.steps:
             part = numeric_model(model, plan)
             spec = sidecar_spec(model, plan)
-            names = None
             say(f"moved {len(plan.steps)} preprocessing layers into {SIDECAR_FILE}: "
                 f"{', '.join(plan.moved)}")
         else:
-            part, names = model, {s: s for s in tflite_input_names(layout)}
             say("no preprocessing layers to move into a sidecar; converting the whole model")
+    if spec is not None:
+        specs, convert_fn = _numeric_part_signature(part, task)
     else:
-        part, names = model, {s: s for s in tflite_input_names(layout)}
+        part = model
+        specs = layout.signature_specs()
+        to_head = _fold_normalization(model, layout) or (
+            lambda inputs: model(layout.to_model_tf(inputs), training=False))
+
+        def convert_fn(inputs):
+            return head_outputs(to_head(inputs), task)
 
     def feed_of(x: Any) -> dict[str, np.ndarray]:
-        arrays = layout.model_arrays(x)
         if spec is not None:
-            return apply_sidecar(spec, arrays)
-        return {t: arrays[m.name] for t, m in zip(tflite_input_names(layout),
-                                                   layout.model_inputs, strict=True)}
+            return apply_sidecar(spec, layout.model_arrays(x))
+        return layout.signature_feed(x)
 
     result: dict[str, Any] = {"preprocessing": "sidecar" if spec else "model",
                               "output": output, "int8_io": bool(int8_io and "int8" in variants),
@@ -569,20 +589,24 @@ def _tflite(model, layout, task, class_names, variants, out_dir, data, rep_x, in
     files: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="kflow-tflite-") as tmp:
         sm_dir = Path(tmp) / "numeric_saved_model"
-        write_numeric_saved_model(part, names, output, sm_dir)
+        write_conversion_saved_model(part, convert_fn, specs, sm_dir)
+        embedded = _metadata(layout, task, class_names, output, {}, spec, int8_io, model,
+                             specs)
         for variant in variants:
             try:
                 blob = convert(sm_dir, variant, representative if variant == "int8" else None,
                                int8_io)
             except TFLiteConversionError as exc:
                 layers = preprocessing_layer_names(model) if spec is None else []
-                if layers:
+                if layers and "TensorList" not in str(exc):
                     raise TFLiteConversionError(
                         f"{exc} The model's preprocessing ({', '.join(layers)}) is the likely "
                         "cause; re-run with --tflite-preprocessing sidecar to convert the "
                         f"numeric part and ship the preprocessing in {SIDECAR_FILE}. "
                         "Nothing was exported.") from None
                 raise
+            blob = finalize_tflite(blob, {**embedded, "variant": variant,
+                                          "int8_io": bool(int8_io and variant == "int8")})
             path = out_dir / f"model_{variant}.tflite"
             path.write_bytes(blob)
             info: dict[str, Any] = {"file": path.name, "size_bytes": len(blob)}
@@ -610,7 +634,7 @@ def _tflite(model, layout, task, class_names, variants, out_dir, data, rep_x, in
         result["gate"] += f" (skipped: no test data: {data.reason})"
     if spec is not None:
         (out_dir / SIDECAR_FILE).write_text(json.dumps(spec, indent=2) + "\n")
-    metadata = _metadata(layout, task, class_names, output, files, spec, int8_io)
+    metadata = _metadata(layout, task, class_names, output, files, spec, int8_io, model, specs)
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     result["metadata"] = METADATA_FILE
     result["keras"] = {metric: keras_metric}
@@ -625,27 +649,134 @@ def tflite_input_names(layout: InputLayout) -> list[str]:
     return [signature_name(m.name, taken) for m in layout.model_inputs]
 
 
-def _metadata(layout, task, class_names, output, files, spec, int8_io) -> dict[str, Any]:
-    """`metadata.json`: what the on-device runner needs besides the .tflite file."""
+def _numeric_part_signature(part: Any, task: str) -> tuple[dict[str, Any], Any]:
+    """Input specs and conversion function of a sidecar export's numeric part."""
+    import tensorflow as tf
+
+    from kflow.export.saved_model import head_outputs
+
+    struct = part.input
+    if isinstance(struct, dict):
+        keys, tensors = list(struct), list(struct.values())
+    elif isinstance(struct, (list, tuple)):
+        keys, tensors = [t.name for t in struct], list(struct)
+    else:
+        keys, tensors = [struct.name], [struct]
+    specs = {k: tf.TensorSpec([None, *t.shape[1:]], tf.as_dtype(str(t.dtype)), name=k)
+             for k, t in zip(keys, tensors, strict=True)}
+
+    def fn(inputs):
+        x = ({k: inputs[k] for k in keys} if isinstance(struct, (dict, list, tuple))
+             else inputs[keys[0]])
+        return head_outputs(part(x, training=False), task)
+
+    return specs, fn
+
+
+def _fold_normalization(model: Any, layout: InputLayout) -> Callable[[dict], Any] | None:
+    """For named features stacked into one vector that a `Normalization` layer scales
+    first (breast-cancer-mlp): scale each feature on its own input, then stack.
+
+    The same arithmetic; but each int8 tensor has one scale, and raw features of
+    very different ranges (0.05 and 2500) stacked into one tensor would share
+    it. Scaled first, every feature is quantized on its own range.
+    """
+    import tensorflow as tf
+
+    from kflow.export.sidecar import numeric_model, plan_sidecar
+
+    if not layout.split or len(layout.model_inputs) != 1:
+        return None
+    try:
+        plan = plan_sidecar(model)
+    except Exception:  # noqa: BLE001 - no foldable plan: convert the model as it is
+        return None
+    if (len(plan.steps) != 1 or plan.steps[0]["op"] != "normalize"
+            or len(plan.frontier) != 1):
+        return None
+    step = plan.steps[0]
+    width = layout.model_inputs[0].shape[-1]
+    mean = np.broadcast_to(np.ravel(np.asarray(step["mean"], "float32")), (width,))
+    std = np.maximum(np.sqrt(np.broadcast_to(
+        np.ravel(np.asarray(step["variance"], "float32")), (width,))),
+        np.float32(step["epsilon"]))
+    part = numeric_model(model, plan)
+    key = next(iter(plan.frontier))
+    columns = sorted((s for s in layout.signature_inputs if s.column is not None),
+                     key=lambda s: s.column)
+    struct = part.input
+
+    def to_head(inputs):
+        x = tf.stack([(tf.cast(inputs[s.name], tf.float32) - mean[s.column]) / std[s.column]
+                      for s in columns], axis=-1)
+        return part({key: x} if isinstance(struct, dict) else x, training=False)
+
+    return to_head
+
+
+def _metadata(layout, task, class_names, output, files, spec, int8_io, model=None,
+              specs=None) -> dict[str, Any]:
+    """`metadata.json` (also embedded in every .tflite file): what an app needs.
+
+    Inputs in the file's order with the user's column names, dtypes and shapes,
+    the outputs, class names, the normalization the model applies, and the
+    missing-value convention.
+    """
     from kflow.export.saved_model import BINARY_THRESHOLD
     from kflow.export.sidecar import SIDECAR_FILE
 
+    columns = {s.source: s.feature for s in layout.signature_inputs
+               if s.column is None and s.feature}
     inputs = []
-    split = {s.source: [x.feature or x.name for x in layout.signature_inputs
-                        if x.source == s.source]
-             for s in layout.signature_inputs if s.column is not None}
-    tfl_names = tflite_input_names(layout)
-    for tname, mi in zip(tfl_names, layout.model_inputs, strict=True):
-        entry = {"name": mi.name, "tflite_name": tname if spec is None else None,
-                 "dtype": mi.dtype, "shape": [None, *mi.shape]}
-        if mi.name in split:
-            entry["columns"] = split[mi.name]
-        inputs.append(entry)
+    if spec is None:  # the TFLite file takes the SavedModel's named inputs
+        for s in layout.signature_inputs:
+            entry = {"name": s.name, "tflite_name": s.name, "dtype": s.dtype,
+                     "shape": [None, *s.shape]}
+            if s.feature and s.feature != s.name:
+                entry["column"] = s.feature
+            if s.parse:
+                entry["parse"] = s.parse
+            inputs.append(entry)
+    else:  # raw model inputs; the runner applies preprocessing.json
+        kinds = {s.source: s.parse for s in layout.signature_inputs}
+        for mi in layout.model_inputs:
+            entry = {"name": mi.name, "tflite_name": None, "dtype": mi.dtype,
+                     "shape": [None, *mi.shape]}
+            if columns.get(mi.name) and columns[mi.name] != mi.name:
+                entry["column"] = columns[mi.name]
+            if kinds.get(mi.name):
+                entry["parse"] = kinds[mi.name]
+            inputs.append(entry)
+    normalization = []
+    if model is not None:
+        from kflow.export.sidecar import plan_sidecar
+
+        try:
+            steps = spec["steps"] if spec is not None else plan_sidecar(model).steps
+        except Exception:  # noqa: BLE001 - informational only
+            steps = []
+        for st in steps:
+            if st.get("op") == "normalize":
+                normalization.append({
+                    "inputs": st["inputs"], "mean": np.ravel(st["mean"]).tolist(),
+                    "std": np.maximum(np.sqrt(np.ravel(st["variance"])),
+                                      st["epsilon"]).tolist(),
+                    "applied": "in preprocessing.json" if spec is not None else
+                    "inside the model"})
+    outputs = {}
+    for name, sp in (_outputs_description(task, class_names) or {}).items():
+        if name != "class_name":
+            outputs[name] = sp
     return {
-        "format": "kflow-tflite", "version": 1, "task": task,
-        "class_names": class_names, "output": output,
+        "format": "kflow-tflite", "version": 2, "task": task,
+        "class_names": class_names, "output": output, "outputs": outputs,
         "binary_threshold": BINARY_THRESHOLD if task == "binary" else None,
         "inputs": inputs,
+        "input_order": [i["name"] for i in inputs],
+        "normalization": normalization,
+        "missing_values": ("NaN for a missing number, \"\" for a missing category or "
+                           "yes/no value, -1 for a missing category id; the model fills "
+                           "them in with the training split's statistics"),
         "preprocessing": SIDECAR_FILE if spec is not None else None,
         "variants": {v: info["file"] for v, info in files.items()},
         "int8_io": bool(int8_io),

@@ -90,6 +90,9 @@ class SignatureInput:
         column: Index in the source's last axis when a vector input is split
             into named features; `None` otherwise.
         feature: The original feature name (before sanitizing), if any.
+        parse: "boolean" when a boolean column is sent as text ("yes"/"no",
+            "true"/"false", "1"/"0", "" for missing) and parsed to the model's
+            float (1, 0, NaN) inside the signature; `None` otherwise.
     """
 
     name: str
@@ -98,6 +101,7 @@ class SignatureInput:
     source: str
     column: int | None = None
     feature: str | None = None
+    parse: str | None = None
 
 
 @dataclass
@@ -119,14 +123,19 @@ class InputLayout:
 
     @classmethod
     def from_model(cls, model: Any, feature_names: list[str] | None = None,
-                   split_features: bool = True) -> InputLayout:
+                   split_features: bool = True,
+                   columns: dict[str, dict[str, Any]] | None = None) -> InputLayout:
         """Reads the inputs of a Keras model.
 
         Args:
             model: A built Keras model.
             feature_names: The data's feature names (from `run.json`).
             split_features: Give each named feature of a single vector input
-                its own signature input. Defaults to `True`.
+                its own signature input (not for image-like names such as
+                `pixel_0_0`: an image is one tensor). Defaults to `True`.
+            columns: `{model input: {"column": name in the file, "kind": ...}}`
+                of a table (from `run.json`): boolean columns are then text
+                inputs ("yes"/"no") and the file's names are recorded.
         """
         struct = model.input
         as_dict = isinstance(struct, (list, tuple, dict))
@@ -144,16 +153,22 @@ class InputLayout:
         layout = cls(structure, inputs, feed_dict=as_dict)
         taken: set[str] = set()
         sig: list[SignatureInput] = []
+        columns = columns or {}
         for mi in inputs:
             width = mi.shape[0] if len(mi.shape) == 1 else None
             if (split_features and structure == "single" and feature_names
-                    and width is not None and width > 1 and len(feature_names) == width):
+                    and width is not None and width > 1 and len(feature_names) == width
+                    and not _image_like(feature_names)):
                 for j, feat in enumerate(feature_names):
                     sig.append(SignatureInput(signature_name(feat, taken), mi.dtype, (),
                                               mi.name, column=j, feature=str(feat)))
             elif mi.shape == (1,):
-                sig.append(SignatureInput(signature_name(mi.name, taken), mi.dtype, (),
-                                          mi.name, feature=mi.name))
+                spec = columns.get(mi.name) or {}
+                boolean = spec.get("kind") == "boolean" and mi.dtype.startswith("float")
+                sig.append(SignatureInput(
+                    signature_name(mi.name, taken), "string" if boolean else mi.dtype, (),
+                    mi.name, feature=str(spec.get("column") or mi.name),
+                    parse="boolean" if boolean else None))
             else:
                 sig.append(SignatureInput(signature_name(mi.name, taken), mi.dtype, mi.shape,
                                           mi.name))
@@ -167,12 +182,26 @@ class InputLayout:
         return any(s.column is not None for s in self.signature_inputs)
 
     def describe(self) -> dict[str, Any]:
-        """The signature inputs as JSON: `{name: {"dtype", "shape", "feature"}}`."""
+        """The signature inputs as JSON: `{name: {"dtype", "shape", "feature", "parse"}}`.
+
+        `feature` is the user's column name where it differs from the signature
+        key (`"previous score"` for `previous_score`: signature keys cannot
+        hold spaces); `parse` is "boolean" for a yes/no column sent as text.
+        """
         return {
             s.name: {"dtype": s.dtype, "shape": [None, *s.shape],
-                     **({"feature": s.feature} if s.feature and s.feature != s.name else {})}
+                     **({"feature": s.feature} if s.feature and s.feature != s.name else {}),
+                     **({"parse": s.parse, "missing": ""} if s.parse else
+                        {"missing": "NaN"} if s.dtype.startswith("float") else
+                        {"missing": ""} if s.dtype == "string" else
+                        {"missing": -1} if s.dtype.startswith("int") and s.shape == () else {})}
             for s in self.signature_inputs
         }
+
+    def column_names(self) -> dict[str, str]:
+        """`{the user's column name: signature key}` for every input whose names differ."""
+        return {s.feature: s.name for s in self.signature_inputs
+                if s.feature and s.feature != s.name}
 
     # -- TensorFlow side (inside the signature) --------------------------------
     def signature_specs(self) -> dict[str, Any]:
@@ -193,7 +222,10 @@ class InputLayout:
                 parts = sorted(parts, key=lambda s: s.column)
                 values[mi.name] = tf.stack([inputs[s.name] for s in parts], axis=-1)
             elif parts[0].shape == () and mi.shape == (1,):
-                values[mi.name] = tf.expand_dims(inputs[parts[0].name], -1)
+                value = inputs[parts[0].name]
+                if parts[0].parse == "boolean":
+                    value = parse_boolean_tf(value, parts[0].name)
+                values[mi.name] = tf.expand_dims(value, -1)
             else:
                 values[mi.name] = inputs[parts[0].name]
         return self._structure(values)
@@ -259,6 +291,8 @@ class InputLayout:
                 a = a[..., s.column]
             elif s.shape == () and a.ndim == 2 and a.shape[1] == 1:
                 a = a[:, 0]
+            if s.parse == "boolean":
+                a = boolean_text(a)
             feed[s.name] = a
         return feed
 
@@ -277,6 +311,45 @@ class InputLayout:
             else:
                 out[mi.name] = rng.normal(size=shape).astype(mi.dtype)
         return out
+
+
+TRUE_TEXT = ("true", "yes", "y", "t", "1", "1.0")
+FALSE_TEXT = ("false", "no", "n", "f", "0", "0.0")
+_IMAGE_NAME = re.compile(r"^pixel[_ ]?\d+([_ ]\d+)*$", re.IGNORECASE)
+
+
+def _image_like(names: list[str]) -> bool:
+    """Whether feature names are pixel positions (`pixel_0_0`...): an image, not columns."""
+    return all(_IMAGE_NAME.match(str(n)) for n in names)
+
+
+def boolean_text(a: np.ndarray) -> np.ndarray:
+    """Float booleans (1, 0, NaN) as the text a client sends ("true", "false", "")."""
+    a = np.asarray(a, dtype="float64")
+    out = np.where(np.isnan(a), "", np.where(a > 0.5, "true", "false"))
+    return out.astype(object)
+
+
+def parse_boolean_tf(x: Any, name: str = "input") -> Any:
+    """Text booleans -> float32 1 / 0, NaN for "" (a missing value), inside a signature.
+
+    The same words as training (`kflow.data.tabular`): true/yes/y/t/1 and
+    false/no/n/f/0, any case, spaces ignored. Other text fails the request
+    with an InvalidArgument error naming the input.
+    """
+    import tensorflow as tf
+
+    text = tf.strings.lower(tf.strings.strip(x))
+    is_true = tf.reduce_any(tf.equal(text[..., None], tf.constant(TRUE_TEXT)), axis=-1)
+    is_false = tf.reduce_any(tf.equal(text[..., None], tf.constant(FALSE_TEXT)), axis=-1)
+    empty = tf.equal(text, "")
+    check = tf.debugging.Assert(
+        tf.reduce_all(is_true | is_false | empty),
+        [f"Input '{name}' takes true/false, yes/no, 1/0 or \"\" (missing); got:",
+         tf.boolean_mask(x, ~(is_true | is_false | empty))[:3]], summarize=3)
+    with tf.control_dependencies([check]):
+        nan = tf.fill(tf.shape(text), float("nan"))
+        return tf.where(is_true, tf.ones_like(nan), tf.where(is_false, tf.zeros_like(nan), nan))
 
 
 def _strings(a: np.ndarray) -> np.ndarray:

@@ -6,7 +6,18 @@ Outputs a client understands, by task:
   the run knows its class names, `class_name` (string, from a constant table);
 - binary: `probabilities` (batch x 2: [1 - p, p]), `class_id` (p > 0.5),
   `class_name`;
-- regression: `value` (batch, or batch x targets).
+- regression: `value` (batch, or batch x targets), in the target's units
+  (a scaled target is un-scaled inside the model).
+
+Next to `serving_default`, a classification export has a `classification`
+signature (method `tensorflow/serving/classify`: one input `inputs` of
+serialized `tf.Example`s; outputs `classes` and `scores`) and a
+single-target regression export a `regression` signature (method
+`tensorflow/serving/regress`: output `outputs`), so TF Serving's `:classify`
+and `:regress` endpoints answer with `"signature_name": "classification"` /
+`"regression"`. A feature of an Example may use the signature key
+(`previous_score`) or the file's column name (`previous score`); an absent
+feature is a missing value.
 
 The preprocessing fitted on the training split lives inside the Keras model,
 so the signature takes raw rows.
@@ -24,16 +35,25 @@ from kflow.export.layout import InputLayout
 
 __all__ = [
     "SIGNATURE_KEY",
+    "CLASSIFY_KEY",
+    "REGRESS_KEY",
+    "head_outputs",
+    "example_signature_key",
     "BINARY_THRESHOLD",
     "serving_outputs",
     "write_saved_model",
     "check_saved_model",
     "main_output",
     "keras_predict",
+    "serialize_examples",
 ]
 
 SIGNATURE_KEY = "serving_default"
+CLASSIFY_KEY = "classification"
+REGRESS_KEY = "regression"
 BINARY_THRESHOLD = 0.5
+_METHODS = {CLASSIFY_KEY: "tensorflow/serving/classify",
+            REGRESS_KEY: "tensorflow/serving/regress"}
 
 
 def serving_outputs(task: str, class_names: list[str] | None) -> list[str]:
@@ -52,34 +72,115 @@ def single_output(y: Any) -> Any:
     return y
 
 
+def head_outputs(y: Any, task: str, names: Any = None) -> dict[str, Any]:
+    """The signature's outputs from the model's head output (TF ops).
+
+    Shared by the SavedModel and the TFLite files, so both answer with the same
+    names and shapes: `probabilities` [N, classes] (binary: [1 - p, p]),
+    `class_id` [N] int64, `class_name` [N] when `names` (a string constant)
+    is given; `value` [N] (or [N, targets]) for regression.
+    """
+    import tensorflow as tf
+
+    y = tf.cast(single_output(y), tf.float32)
+    if task == "regression":
+        return {"value": y[:, 0] if y.shape[-1] == 1 else y}
+    if task == "binary":
+        p = y[:, :1] if y.shape[-1] == 1 else y[:, 1:2]
+        probabilities = tf.concat([1.0 - p, p], axis=-1)
+        class_id = tf.cast(p[:, 0] > BINARY_THRESHOLD, tf.int64)
+    else:
+        probabilities = y
+        class_id = tf.argmax(y, axis=-1, output_type=tf.int64)
+    out = {"probabilities": probabilities, "class_id": class_id}
+    if names is not None:
+        out["class_name"] = tf.gather(names, class_id)
+    return out
+
+
 def _serving_fn(model: Any, layout: InputLayout, task: str, class_names: list[str] | None):
     import tensorflow as tf
 
     names = tf.constant([str(c) for c in class_names]) if class_names else None
 
     def serve(inputs):
-        y = single_output(model(layout.to_model_tf(inputs), training=False))
-        y = tf.cast(y, tf.float32)
-        if task == "regression":
-            return {"value": y[:, 0] if y.shape[-1] == 1 else y}
-        if task == "binary":
-            p = y[:, :1] if y.shape[-1] == 1 else y[:, 1:2]
-            probabilities = tf.concat([1.0 - p, p], axis=-1)
-            class_id = tf.cast(p[:, 0] > BINARY_THRESHOLD, tf.int64)
-        else:
-            probabilities = y
-            class_id = tf.argmax(y, axis=-1, output_type=tf.int64)
-        out = {"probabilities": probabilities, "class_id": class_id}
-        if names is not None:
-            out["class_name"] = tf.gather(names, class_id)
-        return out
+        return head_outputs(model(layout.to_model_tf(inputs), training=False), task, names)
 
     return serve
 
 
+def example_signature_key(task: str, width: int) -> str | None:
+    """`classification`, `regression` (one target only) or `None`."""
+    if task in ("binary", "multiclass"):
+        return CLASSIFY_KEY
+    return REGRESS_KEY if width == 1 else None
+
+
+def _example_fn(model: Any, layout: InputLayout, task: str, class_names: list[str] | None):
+    """`serialized tf.Example [N]` -> classify (`classes`, `scores`) or regress (`outputs`)."""
+    import tensorflow as tf
+
+    serve = _serving_fn(model, layout, task, None)
+    spec, aliases = {}, {}
+    for s in layout.signature_inputs:
+        dtype = tf.as_dtype(s.dtype)
+        default = (float("nan") if dtype.is_floating else "" if dtype == tf.string
+                   else -1 if dtype.is_integer else None)
+        if s.shape != () or default is None:
+            spec[s.name] = tf.io.FixedLenFeature(list(s.shape), dtype)
+            continue
+        spec[s.name] = tf.io.FixedLenFeature([], dtype, default_value=default)
+        if s.feature and s.feature != s.name and s.feature not in spec:
+            spec[s.feature] = tf.io.FixedLenFeature([], dtype, default_value=default)
+            aliases[s.name] = s.feature
+    labels = [str(c) for c in class_names] if class_names else None
+
+    def from_examples(inputs):
+        parsed = tf.io.parse_example(inputs, spec)
+        feed = {}
+        for s in layout.signature_inputs:
+            value = parsed[s.name]
+            if s.name in aliases:  # the file's column name wins where it is given
+                alias = parsed[aliases[s.name]]
+                absent = tf.math.is_nan(alias) if alias.dtype.is_floating else (
+                    tf.equal(alias, "") if alias.dtype == tf.string else tf.equal(alias, -1))
+                value = tf.where(absent, value, alias)
+            feed[s.name] = value
+        out = serve(feed)
+        if task == "regression":
+            return {"outputs": out["value"]}
+        scores = out["probabilities"]
+        n = tf.shape(scores)[0]
+        k = scores.shape[-1]
+        names = tf.constant(labels if labels else [str(i) for i in range(k)])
+        return {"classes": tf.tile(names[None, :], tf.stack([n, 1])), "scores": scores}
+
+    return from_examples
+
+
+def _set_method_names(path: str | Path, keys: list[str]) -> None:
+    """Writes TF Serving's method names (classify / regress) into `saved_model.pb`.
+
+    The TF2 saver writes every signature as `tensorflow/serving/predict`; TF
+    Serving (with `--enable_signature_method_name_check`) and
+    `saved_model_cli` read the method name.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = Path(path) / "saved_model.pb"
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString(pb.read_bytes())
+    for graph in proto.meta_graphs:
+        for key in keys:
+            if key in graph.signature_def:
+                graph.signature_def[key].method_name = _METHODS[key]
+    pb.write_bytes(proto.SerializeToString())
+
+
 def write_saved_model(model: Any, layout: InputLayout, task: str,
                       class_names: list[str] | None, path: str | Path) -> None:
-    """Writes a SavedModel whose `serving_default` takes the layout's named inputs.
+    """Writes a SavedModel whose `serving_default` takes the layout's named inputs,
+    plus a `classification` or `regression` signature of `tf.Example`s.
 
     Uses `keras.export.ExportArchive`, which tracks the model's variables and
     lookup tables (StringLookup vocabularies) so the artifact is standalone.
@@ -92,11 +193,19 @@ def write_saved_model(model: Any, layout: InputLayout, task: str,
             f"Model '{model.name}' outputs {width} class probabilities but the run has "
             f"{len(class_names)} class names; the run directory is inconsistent."
         )
+    import tensorflow as tf
+
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(SIGNATURE_KEY, _serving_fn(model, layout, task, class_names),
                          input_signature=[layout.signature_specs()])
+    extra = example_signature_key(task, width)
+    if extra is not None:
+        archive.add_endpoint(extra, _example_fn(model, layout, task, class_names),
+                             input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     archive.write_out(str(path), verbose=False)
+    if extra is not None:
+        _set_method_names(path, [extra])
 
 
 def main_output(task: str, y: np.ndarray) -> np.ndarray:
@@ -174,4 +283,47 @@ def check_saved_model(path: str | Path, model: Any, layout: InputLayout, task: s
             f"The SavedModel's outputs differ from the Keras model's by up to {diff:.3g} "
             f"on {len(got)} rows (allowed: {tolerance:g}); nothing was published."
         )
+    for key in (CLASSIFY_KEY, REGRESS_KEY):
+        if key in loaded.signatures and all(s.shape == () for s in layout.signature_inputs):
+            ex = loaded.signatures[key](inputs=tf.constant(serialize_examples(feed)))
+            got_ex = ex["outputs" if key == REGRESS_KEY else "scores"].numpy()
+            ex_diff = max_abs_diff(got_ex, expected)
+            report[f"{key}_max_abs_diff"] = ex_diff
+            if not ex_diff <= tolerance:
+                raise ParityError(
+                    f"The SavedModel's '{key}' signature (tf.Example input) differs from the "
+                    f"Keras model by up to {ex_diff:.3g}; nothing was published.")
     return report
+
+
+def serialize_examples(feed: dict[str, np.ndarray], names: dict[str, str] | None = None
+                       ) -> list[bytes]:
+    """Rows of `{signature input: array}` as serialized `tf.Example`s (one value per
+    feature: float_list, int64_list or bytes_list); NaN, "" and -1 are left out
+    (a missing value). `names` renames features (`{signature key: column name}`)."""
+    import tensorflow as tf
+
+    names = names or {}
+    n = len(next(iter(feed.values()))) if feed else 0
+    out = []
+    for i in range(n):
+        features = {}
+        for key, column in feed.items():
+            v = column[i]
+            if isinstance(v, (bytes, str)):
+                if v in ("", b""):
+                    continue
+                feat = tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[v.encode() if isinstance(v, str) else v]))
+            elif np.issubdtype(np.asarray(v).dtype, np.integer):
+                if v == -1:
+                    continue
+                feat = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+            else:
+                if np.isnan(v):
+                    continue
+                feat = tf.train.Feature(float_list=tf.train.FloatList(value=[float(v)]))
+            features[names.get(key, key)] = feat
+        out.append(tf.train.Example(
+            features=tf.train.Features(feature=features)).SerializeToString())
+    return out

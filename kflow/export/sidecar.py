@@ -109,6 +109,16 @@ def _step_for(layer: Any) -> dict[str, Any] | None:
         return {"op": "rescale", "scale": _values(layer.scale), "offset": _values(layer.offset)}
     if kind in ("StringLookup", "IntegerLookup"):
         return _lookup_step(layer)
+    if kind == "TextVectorization":
+        cfg = layer.get_config()
+        if (cfg.get("split") != "whitespace" or cfg.get("ngrams") or cfg.get("output_mode") != "int"
+                or not cfg.get("output_sequence_length") or cfg.get("ragged")
+                or cfg.get("standardize") not in ("lower_and_strip_punctuation", "lower",
+                                                  "strip_punctuation", None)):
+            return None
+        return {"op": "tokenize", "vocabulary": [str(v) for v in layer.get_vocabulary()],
+                "standardize": cfg.get("standardize"),
+                "sequence_length": int(cfg["output_sequence_length"])}
     if kind == "CategoryEncoding":
         mode = layer.output_mode
         if getattr(layer, "sparse", False) or mode not in _ENCODE_MODES[1:]:
@@ -260,6 +270,7 @@ def plan_sidecar(model: Any) -> SidecarPlan:
                             f"sidecar: string tensor '{names[ref]}' feeds layer "
                             f"'{entry['name']}' ({entry.get('class_name')}), which "
                             "has no sidecar equivalent (supported: Impute, Normalization, "
+                            "TextVectorization, "
                             "Rescaling, StringLookup, IntegerLookup, CategoryEncoding, "
                             "Discretization, Concatenate, Identity, and keras.ops.where "
                             "imputation)."
@@ -395,6 +406,20 @@ def _step(step: dict[str, Any], args: list[np.ndarray]) -> np.ndarray:
                                  f"'{step['output']}' (no out-of-vocabulary slot)")
             idx[i] = j
         return _encode(idx, step["depth"], step["output_mode"])
+    if op == "tokenize":  # TextVectorization: standardize, split on spaces, ids, pad/cut
+        import re
+
+        index = {w: i for i, w in enumerate(step["vocabulary"])}
+        length, std = step["sequence_length"], step["standardize"] or ""
+        punct = re.compile(r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']')
+        text = _as_text(x).reshape(-1)
+        out = np.zeros((len(text), length), dtype="int64")
+        for r, doc in enumerate(text):
+            doc = doc.lower() if "lower" in std else doc
+            doc = punct.sub("", doc) if "strip" in std else doc
+            ids = [index.get(w, 1) for w in doc.split()][:length]
+            out[r, :len(ids)] = ids
+        return out
     if op == "encode":
         return _encode(x, step["depth"], step["output_mode"])
     if op == "bucketize":

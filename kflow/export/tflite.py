@@ -1,11 +1,15 @@
 """TFLite: conversion (float32, float16, dynamic range, int8) and evaluation in LiteRT.
 
 Each variant is converted with `tf.lite.TFLiteConverter` from a SavedModel
-whose `serving_default` takes the model's numeric inputs (or, with a
-preprocessing sidecar, the numeric part's inputs) and returns the raw head
-output under one name: `probabilities` (multiclass), `probability` (binary)
-or `value` (regression). Class names travel in `metadata.json` beside the
-`.tflite` files.
+whose `serving_default` takes the same named inputs as the exported
+SavedModel (or, with a preprocessing sidecar, the numeric part's inputs)
+and answers with the same outputs: `probabilities` [N, classes] (binary:
+[1 - p, p]) and `class_id` [N], or `value` [N]. After conversion the
+signature's tensors are renamed after their keys (`probabilities`, not
+`StatefulPartitionedCall:0`) and the metadata (class names, inputs in order,
+normalization, the missing-value convention) is embedded in the file as a
+flatbuffer `metadata` entry named `kflow_metadata` (JSON), besides
+`metadata.json` (`read_embedded_metadata` reads it back).
 
 - float32: no optimization, the reference.
 - float16: weights stored as float16 (about half the size), float math.
@@ -39,6 +43,10 @@ __all__ = [
     "parse_variants",
     "head_output_name",
     "write_numeric_saved_model",
+    "write_conversion_saved_model",
+    "finalize_tflite",
+    "read_embedded_metadata",
+    "METADATA_NAME",
     "convert",
     "make_interpreter",
     "TFLiteRunner",
@@ -49,6 +57,7 @@ __all__ = [
 
 TFLITE_VARIANTS = ("float32", "float16", "dynamic", "int8")
 SIGNATURE_KEY = "serving_default"
+METADATA_NAME = "kflow_metadata"
 
 
 def parse_variants(spec: str | Iterable[str] | None) -> list[str]:
@@ -77,7 +86,84 @@ def parse_variants(spec: str | Iterable[str] | None) -> list[str]:
 
 
 def head_output_name(task: str) -> str:
-    return {"multiclass": "probabilities", "binary": "probability"}.get(task, "value")
+    """The output the accuracy gate reads: `probabilities` or `value` (as the SavedModel)."""
+    return "value" if task == "regression" else "probabilities"
+
+
+def write_conversion_saved_model(model: Any, fn: Callable[[dict[str, Any]], dict[str, Any]],
+                                 specs: dict[str, Any], path: str | Path) -> None:
+    """A SavedModel for the converter: `serving_default` = `fn` on `specs`' named inputs.
+
+    Args:
+        model: The Keras model `fn` calls (its variables are tracked).
+        fn: `{input name: tensor}` -> `{output name: tensor}`.
+        specs: `{input name: tf.TensorSpec}` (batch axis first).
+        path: Where to write it.
+    """
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(SIGNATURE_KEY, fn, input_signature=[specs])
+    archive.write_out(str(path), verbose=False)
+
+
+def finalize_tflite(blob: bytes, metadata: dict[str, Any] | None) -> bytes:
+    """Names the signature's tensors after their keys and embeds `metadata` (JSON).
+
+    Args:
+        blob: The converter's flatbuffer.
+        metadata: What an app needs (class names, inputs, normalization,
+            missing values), stored as the flatbuffer metadata entry
+            `kflow_metadata`. `None` embeds nothing.
+
+    Returns:
+        The new flatbuffer.
+    """
+    import json
+
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(blob))
+    for sig in model.signatureDefs or []:
+        tensors = model.subgraphs[sig.subgraphIndex].tensors
+        taken = {t.name for t in tensors}
+        for entry in [*(sig.inputs or []), *(sig.outputs or [])]:
+            key = entry.name if isinstance(entry.name, bytes) else str(entry.name).encode()
+            tensor = tensors[entry.tensorIndex]
+            if tensor.name != key and key not in taken:
+                taken.discard(tensor.name)
+                tensor.name = key
+                taken.add(key)
+    if metadata is not None:
+        model.metadata = [m for m in (model.metadata or [])
+                          if (m.name.decode() if isinstance(m.name, bytes) else m.name)
+                          != METADATA_NAME]
+        buffer = schema.BufferT()
+        buffer.data = list(json.dumps(metadata, sort_keys=True).encode())
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = METADATA_NAME
+        entry.buffer = len(model.buffers) - 1
+        model.metadata.append(entry)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def read_embedded_metadata(model: str | Path | bytes) -> dict[str, Any] | None:
+    """The `kflow_metadata` entry of a .tflite file (flatbuffer metadata API), or `None`."""
+    import json
+
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    data = bytes(model) if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
+    fb = schema.Model.GetRootAsModel(data, 0)
+    for i in range(fb.MetadataLength()):
+        entry = fb.Metadata(i)
+        if entry.Name() and entry.Name().decode() == METADATA_NAME:
+            raw = fb.Buffers(entry.Buffer()).DataAsNumpy()
+            return json.loads(bytes(raw).decode())
+    return None
 
 
 def write_numeric_saved_model(model: Any, input_names: dict[str, Any] | None, output: str,
@@ -198,6 +284,10 @@ def convert(saved_model_dir: str | Path, variant: str,
             first = next((ln.strip() for ln in text.splitlines() if "error" in ln.lower()),
                          text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
             detail = first[:300]
+        if "TensorList" in text:  # a recurrent layer's loop over the time steps
+            detail += (" (a recurrent layer loops over the time steps with TensorList ops, "
+                       "which TFLite builtins lack; build it with unroll=True: kflow's "
+                       "recurrent blocks unroll static sequences of up to 100 steps)")
         err = TFLiteConversionError(f"The TFLite converter rejected the {variant} model: {detail}.")
         err.unsupported_ops = ops
         raise err from None

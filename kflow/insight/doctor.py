@@ -30,6 +30,8 @@ tested and tuned in one place):
 |                       | `OVERFIT_ACCURACY_GAP`                                              |
 | `underfitting`        | the training loss ends >= `UNDERFIT_LOSS_FRACTION` of the chance    |
 |                       | level (first epoch's for regression) and is flat, with val close    |
+| `worse_than_baseline` | the network's test score is worse than a scikit-learn baseline's    |
+|                       | fitted on the same split (`kflow.insight.baselines`)                |
 | `healthy`             | none of the above fired (not even as an `info` note)                |
 
 "First"/"last" layer: the input-most and output-most layers with weights
@@ -617,6 +619,46 @@ def _rule_underfitting(c: _Context, skip: bool) -> Finding | None:
     )
 
 
+def _model_unscales_target(run: Run) -> bool | None:
+    """Whether the saved model ends in `Normalization(invert=True)` (a scaled target);
+    `None` when the model file cannot be read."""
+    import zipfile
+
+    path = run.files.model
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    layers = config.get("config", {}).get("layers", [])
+    return any(layer.get("class_name") == "Normalization"
+               and layer.get("config", {}).get("invert") for layer in layers)
+
+
+def _rule_unscaled_target(c: _Context) -> Finding | None:
+    """A regression target far from unit scale that the model does not scale."""
+    stats = c.run.info.get("target_stats") or {}
+    if c.task != "regression" or not stats:
+        return None
+    mean, std = float(stats.get("mean", 0.0)), float(stats.get("std", 1.0))
+    if 0.1 <= std <= 10.0 and abs(mean) <= 3.0 * max(std, 1.0):
+        return None
+    if _model_unscales_target(c.run) is not False:
+        return None
+    return Finding(
+        id="unscaled_target", severity="warning", title="Regression target not scaled",
+        evidence=(f"The target has mean {_fmt(mean)} and standard deviation {_fmt(std)} on "
+                  "the training split, and the model's head predicts it unscaled."),
+        why="A network's output starts near 0 with spread about 1; a target far from that "
+            "scale takes many epochs to reach and dominates the loss, so the model can "
+            "answer nearly the same value for every row.",
+        advice=["Scale the target on the training split and invert it inside the model: "
+                "end the head with `Recipe.scaled_target_head` (kflow's default regression "
+                "head does), or a `keras.layers.Normalization(invert=True)` layer."],
+        data={"target_mean": mean, "target_std": std},
+    )
+
+
 def diagnose(run: Run) -> list[Finding]:
     """Applies the doctor's rules to a run's figures.
 
@@ -637,8 +679,13 @@ def diagnose(run: Run) -> list[Finding]:
     too_small = _rule_lr_too_small(c, vanishing is not None)
     # Underfitting is judged only when no gradient or step-size problem explains the losses.
     explained = any(f is not None for f in (exploding, vanishing, too_large, too_small))
+    from kflow.insight.baselines import baseline_finding
+
+    baseline = baseline_finding(run.metrics or {}, c.task)
     for finding in (exploding, vanishing, _rule_dead_relus(c), too_large, too_small,
-                    _rule_overfitting(c), _rule_underfitting(c, skip=explained)):
+                    _rule_overfitting(c), _rule_underfitting(c, skip=explained),
+                    _rule_unscaled_target(c),
+                    Finding(**baseline) if baseline else None):
         if finding is not None:
             findings.append(finding)
     if not findings:

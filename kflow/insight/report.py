@@ -102,6 +102,7 @@ def _file_names(run: Run) -> str:
 def render_report(run: Run, findings: list[Finding]) -> str:
     """The report of a run as an HTML string."""
     from kflow.insight import plots
+    from kflow.insight.baselines import baselines_html
 
     cfg = run.config
     title = f"kflow report: {cfg.get('recipe', run.path.name)}"
@@ -117,6 +118,7 @@ def render_report(run: Run, findings: list[Finding]) -> str:
         f"<h1>{html.escape(title)}</h1><p class='sub'>{sub}</p>",
         "<h2>Doctor's findings</h2>", _findings_html(findings),
         "<h2>Final metrics</h2>", _metrics_table(run.metrics),
+        baselines_html(run.metrics or {}),
         "<h2>Learning curves</h2>",
         embed_png(plots.plot_learning_curves(h), "learning curves")
         or "<p class='note'>No history.</p>",

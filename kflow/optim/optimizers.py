@@ -135,6 +135,9 @@ def build_optimizer(
     clipnorm: float | None = None,
     clipvalue: float | None = None,
     global_clipnorm: float | None = None,
+    ema: bool = False,
+    ema_momentum: float = 0.99,
+    grad_accumulation: int = 1,
 ) -> keras.optimizers.Optimizer:
     """Builds a Keras optimizer, rejecting arguments it would ignore.
 
@@ -163,6 +166,15 @@ def build_optimizer(
             Defaults to `None`.
         global_clipnorm: Rescales all gradients together so that their
             global L2 norm is at most this. Defaults to `None`.
+        ema: Keep an exponential moving average of the weights (Keras'
+            `use_ema`): `avg = ema_momentum * avg + (1 - ema_momentum) * w`
+            after each update (`avg = w` after the first). Defaults to `False`.
+        ema_momentum: The EMA momentum in [0, 1). Defaults to `0.99`.
+        grad_accumulation: Apply the mean gradient of this many batches in
+            one update (Keras' `gradient_accumulation_steps`); the effective
+            batch is `grad_accumulation * batch_size` and the learning rate
+            is used as is, i.e. as for that larger batch (rescale it yourself
+            if you tuned it for the small batch). Defaults to `1` (off).
 
     Returns:
         A `keras.optimizers.Optimizer`.
@@ -208,7 +220,17 @@ def build_optimizer(
     for key in given:
         clipping[key] = _check_float(key, clipping[key], 0.0, low_open=True)
 
+    if isinstance(grad_accumulation, bool) or not isinstance(grad_accumulation, numbers.Integral) \
+            or grad_accumulation < 1:
+        raise ConfigError(f"'grad_accumulation' must be an int >= 1. Got {grad_accumulation!r} "
+                          "instead.")
     kwargs: dict[str, Any] = {"learning_rate": learning_rate, **clipping}
+    if ema:
+        kwargs["use_ema"] = True
+        kwargs["ema_momentum"] = _check_float("ema_momentum", ema_momentum, 0.0, 1.0,
+                                              low_open=False)
+    if grad_accumulation > 1:
+        kwargs["gradient_accumulation_steps"] = int(grad_accumulation)
     if canonical in MOMENTUM_OPTIMIZERS:
         kwargs["momentum"] = momentum
     if canonical in NESTEROV_OPTIMIZERS:

@@ -10,6 +10,10 @@ optimizer steps (batches); epochs are converted with `steps_per_epoch`.
 | `step`        | lr * decay_rate ** floor(t / (decay_epochs * E))                |
 | `exponential` | lr * decay_rate ** (t / (decay_epochs * E))                     |
 | `cosine`      | linear warmup 0 -> lr, then cosine lr -> min_lr_ratio * lr     |
+| `one_cycle`   | linear lr/25 -> lr over the first 25 % of steps, then cosine   |
+|               | lr -> lr/(25 * 1e4) (fastai's one-cycle rates; momentum fixed)  |
+| `plateau`     | lr, multiplied by decay_rate when the monitored metric has not |
+|               | improved for plateau_patience epochs (ReduceLROnPlateau)        |
 
 Warmup rises linearly from 0 at step 0 to `lr` at step
 `warmup_epochs * E`; it is available for `constant` and `cosine`.
@@ -81,6 +85,34 @@ def _cosine(learning_rate, *, total_steps, warmup_steps, min_lr_ratio, **_unused
     )
 
 
+#: fastai's `fit_one_cycle` defaults: start at lr / 25, rise over 25 % of the steps,
+#: end at lr / (25 * 1e4).
+ONE_CYCLE_DIV, ONE_CYCLE_FINAL_DIV, ONE_CYCLE_PCT_START = 25.0, 1e4, 0.25
+
+
+@SCHEDULES.register("one_cycle", doc="fastai's one-cycle: rise from lr/25 to lr over 25 % "
+                    "of the steps, then cosine down to lr/2.5e5.")
+def _one_cycle(learning_rate, *, total_steps, **_unused):
+    import keras
+
+    warmup = min(max(1, round(ONE_CYCLE_PCT_START * total_steps)), max(1, total_steps - 1))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=learning_rate / ONE_CYCLE_DIV,
+        decay_steps=max(1, total_steps - warmup),
+        alpha=1.0 / (ONE_CYCLE_DIV * ONE_CYCLE_FINAL_DIV),
+        warmup_target=learning_rate,
+        warmup_steps=warmup,
+        name="OneCycle",
+    )
+
+
+@SCHEDULES.register("plateau", doc="Constant until the monitored metric stalls for "
+                    "plateau_patience epochs, then times decay_rate (ReduceLROnPlateau).")
+def _plateau(learning_rate, **_unused):
+    # A plain float: `ReduceLROnPlateau` (added by the trainer) assigns the optimizer's rate.
+    return learning_rate
+
+
 def _number(
     name: str,
     value: Any,
@@ -129,7 +161,9 @@ def build_schedule(
     ...                     decay_rate=0.1, decay_epochs=10)
 
     Args:
-        name: One of `SCHEDULES.names()`: constant, step, exponential, cosine.
+        name: One of `SCHEDULES.names()`: constant, step, exponential, cosine,
+            one_cycle, plateau (`plateau` returns the float rate; the trainer
+            adds `ReduceLROnPlateau`).
         learning_rate: Base (peak) learning rate, > 0.
         steps_per_epoch: Optimizer steps (batches) per epoch, >= 1.
         epochs: Number of training epochs, >= 1.

@@ -11,7 +11,8 @@ from kflow.blocks.regularizers import REGULARIZERS
 from kflow.errors import ConfigError, did_you_mean
 from kflow.optim.optimizers import MOMENTUM_OPTIMIZERS, NESTEROV_OPTIMIZERS, OPTIMIZERS
 from kflow.optim.schedules import SCHEDULES
-from kflow.recipe.hparams import Bool, Choice, Float, HParam, Int
+from kflow.recipe.class_weight import ClassWeight
+from kflow.recipe.hparams import Bool, Choice, Float, HParam, Int, Switch
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -109,8 +110,14 @@ class Recipe:
                         requires={"lr_schedule": ("constant", "cosine")})
     decay_rate = Float(
         0.5, low=0.0, high=1.0, low_inclusive=False, group="optimizer",
-        doc="Multiplier per decay period (step / exponential schedules).",
-        requires={"lr_schedule": ("exponential", "step")},
+        doc="Multiplier per decay period (step / exponential), or per plateau (plateau).",
+        requires={"lr_schedule": ("exponential", "step", "plateau")},
+    )
+    plateau_patience = Int(
+        3, low=1, group="optimizer",
+        doc="Epochs without improvement of the monitored metric before the plateau "
+        "schedule multiplies the rate by decay_rate.",
+        requires={"lr_schedule": ("plateau",)},
     )
     decay_epochs = Int(10, low=1, group="optimizer", doc="Epochs per decay period.",
                        requires={"lr_schedule": ("exponential", "step")})
@@ -122,7 +129,31 @@ class Recipe:
         None, low=0.0, low_inclusive=False, nullable=True, group="optimizer",
         doc="Clip the global gradient norm of all variables (none: off).",
     )
+    ema = Bool(
+        False, group="optimizer",
+        doc="Keep an exponential moving average of the weights (Keras use_ema); validation, "
+        "checkpoints and the saved model use it.",
+    )
+    ema_momentum = Float(
+        0.99, low=0.0, high=1.0, high_inclusive=False, group="optimizer",
+        doc="EMA momentum m: average <- m * average + (1 - m) * weights, each step.",
+        requires={"ema": (True,)},
+    )
+    grad_accumulation = Int(
+        1, low=1, group="optimizer",
+        doc="Apply the mean gradient of N batches at once (Keras gradient_accumulation_steps): "
+        "effective batch = N * batch_size at the same learning rate.",
+    )
     # -- training -------------------------------------------------------------
+    class_weight = ClassWeight(
+        "none", group="training",
+        doc="Loss weight per class: none, balanced (n / (k * n_class) on the training split), "
+        "or {class: weight}.",
+    )
+    label_smoothing = Float(
+        0.0, low=0.0, high=1.0, high_inclusive=False, group="training",
+        doc="Classification targets y * (1 - s) + s / k (k classes; 2 for binary).",
+    )
     epochs = Int(30, low=1, group="training", doc="Maximum number of epochs.")
     batch_size = BatchSize(
         32, low=1, group="training",
@@ -138,6 +169,20 @@ class Recipe:
     grad_log_every = Int(
         10, low=0, group="training",
         doc="Log per-layer gradient norms, update ratios and dead ReLUs every N steps (0: off).",
+    )
+    precision = Choice(
+        "float32", ["float32", "mixed_float16", "mixed_bfloat16"], group="training",
+        doc="Compute dtype: float32, or mixed (float16 with loss scaling, bfloat16); "
+            "variables, head and saved model stay float32.",
+    )
+    jit_compile = Switch(
+        "auto", group="training",
+        doc="XLA-compile the train step: auto (Keras decides; off on CPU), true or false.",
+    )
+    deterministic = Switch(
+        "auto", group="training",
+        doc="Deterministic TF ops: auto = on without a GPU (free on CPU), off on GPUs "
+            "(costs speed there); config.yaml records the value used.",
     )
     # -- data -----------------------------------------------------------------
     val_fraction = Float(
@@ -327,15 +372,34 @@ class Recipe:
         if train.task == "multiclass":
             return keras.layers.Dense(
                 train.num_classes, activation="softmax", kernel_initializer=init,
-                name="probabilities",
+                name="probabilities", dtype="float32",  # float32 head under mixed precision
             )(x)
         if train.task == "binary":
             return keras.layers.Dense(
-                1, activation="sigmoid", kernel_initializer=init, name="probability"
+                1, activation="sigmoid", kernel_initializer=init, name="probability",
+                dtype="float32",
             )(x)
-        return keras.layers.Dense(
-            train.y.shape[-1] if train.y.ndim > 1 else 1, kernel_initializer=init, name="value"
-        )(x)
+        return self.scaled_target_head(x, train, init)
+
+    def scaled_target_head(self, x: Any, train: Dataset, init: Any = None) -> Any:
+        """A regression head that learns the target scaled, answering in its units.
+
+        A `Dense` layer predicts the target standardized with the training
+        split's mean and standard deviation; a `Normalization(invert=True)`
+        layer named "value" maps it back, so the model, its loss and every
+        exported artifact work in the target's units while the network's
+        last layer sees values around 0 with spread 1 (as for its inputs).
+        """
+        import keras
+        import numpy as np
+
+        y = np.asarray(train.y, dtype="float64").reshape(len(train.y), -1)
+        std = y.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        x = keras.layers.Dense(y.shape[1], kernel_initializer=init, name="value_scaled",
+                               dtype="float32")(x)  # float32 head under mixed precision
+        return keras.layers.Normalization(axis=-1, mean=y.mean(axis=0), variance=np.square(std),
+                                          invert=True, name="value", dtype="float32")(x)
 
     def build_model(self, train: Dataset) -> keras.Model:
         """Input -> preprocessing (fitted on `train`) -> backbone -> head.
@@ -371,6 +435,17 @@ class Recipe:
         if task == "binary":
             return [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
         return [keras.metrics.MeanAbsoluteError(name="mae")]
+
+    def reference_metrics(self, splits: Any) -> dict[str, Any]:
+        """Baselines to record in `metrics.json` next to the model's (e.g. a naive forecast).
+
+        Args:
+            splits: The run's `Splits` (train/val/test `Dataset`s).
+
+        Returns:
+            `{key: value}` merged into `metrics.json`. Defaults to `{}`.
+        """
+        return {}
 
     def monitor(self, task: str) -> tuple[str, str]:
         """The metric early stopping and checkpoints watch, and its mode."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from kflow.errors import ConfigError, did_you_mean
 
-__all__ = ["HParam", "Float", "Int", "Bool", "Choice", "Str", "SearchRange"]
+__all__ = ["HParam", "Float", "Int", "Bool", "Choice", "Str", "SearchRange", "Switch"]
 
 _GROUPS = ("model", "optimizer", "training", "data")
 
@@ -371,3 +371,21 @@ class Choice(HParam):
 
 def _suggest(value: Any, names: list[str]) -> str:
     return did_you_mean(value, names) if isinstance(value, str) else ""
+
+
+class Switch(Bool):
+    """A setting that is on, off, or "auto" (kflow or Keras decides).
+
+    Accepts what `Bool` accepts (true/false, yes/no, on/off, 1/0) and
+    "auto"; values are `True`, `False` or "auto".
+    """
+
+    type_name = "switch"
+
+    def describe(self) -> str:
+        return 'a bool (true or false) or "auto"'
+
+    def _validate(self, value: Any, owner: str) -> bool | str:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return super()._validate(value, owner)

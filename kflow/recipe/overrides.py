@@ -19,7 +19,7 @@ __all__ = [
 ]
 
 # Top-level YAML keys that are not hyperparameters but options of the run.
-ENGINE_KEYS = ("seed", "strategy", "run_dir")
+ENGINE_KEYS = ("seed", "strategy", "run_dir", "track")  # track: mlflow (kflow.tracking)
 _META_KEYS = ("recipe", "kflow_version", "recipe_source", "search")
 
 
@@ -40,6 +40,9 @@ def _canonical_key(cls: type[Recipe], key: str) -> str:
     specs = cls.hparam_specs()
     if key in specs:
         return key
+    aliases = getattr(cls, "hparam_aliases", {})  # e.g. tfds: `name` -> `tfds_name`
+    if key in aliases:
+        return aliases[key]
     if "." in key:
         group, _, leaf = key.partition(".")
         if leaf == "name" and group in specs:

@@ -41,6 +41,12 @@ BUILTIN_MODULES = (
     "kflow.catalog.tabular",
     "kflow.catalog.lecture_mlp",
     "kflow.catalog.lecture_step_size",
+    "kflow.catalog.digits_rnn",
+    "kflow.catalog.digits_vit",
+    "kflow.catalog.text_classifier",
+    "kflow.catalog.sequence_forecast",
+    "kflow.catalog.images",
+    "kflow.catalog.tfds_recipe",
 )
 
 

@@ -39,7 +39,7 @@ from typing import Any
 from kflow.errors import RunError
 from kflow.run.atomic import atomic_write_text
 
-__all__ = ["RunDir", "config_hash", "json_default"]
+__all__ = ["RunDir", "TuneDir", "config_hash", "json_default"]
 
 # File and folder names, relative to the run directory.
 CONFIG = "config.yaml"
@@ -64,6 +64,15 @@ EXPORT_JSON = "export.json"
 EXPORT_HTML = "export.html"
 EXPORT_SECTION = "report_section.html"
 FINISHED = "finished"
+
+
+# A tuning directory (`kflow tune`): trials are run directories under trials/<id>/.
+TUNE_SETTINGS = "tune_config.json"
+TRIALS_CSV = "trials.csv"
+BEST_YAML = "best.yaml"
+CHIEF = "chief.json"
+TRIALS = "trials"
+TRIAL = "trial.json"
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -234,3 +243,34 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text()) if path.is_file() else {}
     except (json.JSONDecodeError, OSError):
         return {}
+
+
+class TuneDir:
+    """Paths of a tuning directory (`kflow tune`): each trial is a run directory.
+
+    Layout: `tune_config.json` (the search's settings, to resume it),
+    `trials.csv`, `report.html`, `best.yaml`, `chief.json` (a distributed
+    search's oracle address), `trials/<id>/` (a run directory plus `trial.json`).
+
+    Args:
+        path: The tuning directory.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    settings = property(lambda self: self.path / TUNE_SETTINGS)
+    trials_csv = property(lambda self: self.path / TRIALS_CSV)
+    report = property(lambda self: self.path / REPORT)
+    best_yaml = property(lambda self: self.path / BEST_YAML)
+    chief = property(lambda self: self.path / CHIEF)
+    trials = property(lambda self: self.path / TRIALS)
+
+    def trial(self, trial_id: str) -> Path:
+        """A trial's run directory."""
+        return self.path / TRIALS / str(trial_id)
+
+    @staticmethod
+    def trial_json(trial_dir: str | Path) -> Path:
+        """The outcome file of a trial's run directory."""
+        return Path(trial_dir) / TRIAL

@@ -26,6 +26,8 @@ def train(
     callbacks: Sequence[Any] = (),
     overwrite: bool = False,
     save: bool = True,
+    profile_steps: str | tuple[int, int] | None = None,
+    track: str | None = None,
 ) -> Run:
     """Trains a recipe end to end and leaves a complete run directory.
 
@@ -53,6 +55,10 @@ def train(
         callbacks: Extra Keras callbacks.
         overwrite: Replace a finished run in an explicit `run_dir`.
         save: Write the run directory. Defaults to `True`.
+        profile_steps: `"A:B"`: a TensorBoard profile of training steps A to
+            B in `tensorboard/`. Defaults to `None`.
+        track: "mlflow" also logs the run to MLflow (`kflow.tracking.mlflow`).
+            Defaults to `None` (TensorBoard only).
 
     Returns:
         A `Run` with the model, history and metrics.
@@ -68,6 +74,7 @@ def train(
     from kflow.training.trainer import Trainer
 
     trainer = Trainer(recipe, overrides=overrides, set_args=set_args, epochs=epochs, seed=seed,
-                      strategy=strategy, verbose=verbose)
+                      strategy=strategy, verbose=verbose, profile_steps=profile_steps,
+                      track=track)
     return trainer.run(run_dir=run_dir, runs_root=runs_root, callbacks=callbacks,
                        overwrite=overwrite, save=save)

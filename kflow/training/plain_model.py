@@ -112,6 +112,11 @@ class PlainModelCopy:
             source.save_own_variables(store)
             if store:
                 clone.load_own_variables(store)
+            if len(source.weights) > len(store):
+                # Variables of sublayers (MultiHeadAttention's projections, a recurrent
+                # layer's cell, Bidirectional's directions) are not the layer's own.
+                for s, c in zip(source.weights, clone.weights, strict=False):
+                    c.assign(s)
         return self.model
 
 

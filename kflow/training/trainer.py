@@ -36,7 +36,9 @@ __all__ = ["Trainer", "FitOutcome", "CALLBACK_ORDER", "set_seed", "recipe_refere
 CALLBACK_ORDER = (
     "shuffle_epoch",    # sets the epoch whose row order the training pipeline draws
     "nan_guard",        # first: stops (and restores) before anything records a NaN epoch
+    "ema_weights",      # swaps the EMA weights in at epoch end (and out at the next start)
     "lr_logger",        # adds `lr` to the logs
+    "lr_plateau",       # after the rate of the epoch is logged: lowers it on a plateau
     "dead_units",       # adds dead-unit fractions to the logs
     "grad_norms",       # adds gradient norms to the logs, writes grad_norms.csv
     "progress",         # prints the epoch line: after every callback that adds logs
@@ -45,6 +47,7 @@ CALLBACK_ORDER = (
     "best_checkpoint",  # checkpoints/best.keras
     "backup",           # after history and early stopping: saves their state of the epoch
     "tensorboard",      # tensorboard/ event files
+    "profiler",         # --profile-steps A:B: a TensorBoard profile of those steps
     "user",             # the caller's own callbacks, last
 )
 
@@ -140,6 +143,12 @@ class Trainer:
             1 on a terminal, else 2.
         allow_recipe_files: Whether a YAML config may name a recipe `.py`
             file to import. Defaults to `True` (the user passed the YAML).
+        profile_steps: `"A:B"` or `(A, B)`: write a TensorBoard profile of
+            training steps A to B (1-based) to the run's `tensorboard/`.
+            Defaults to `None`.
+        track: `"mlflow"` logs params, per-epoch metrics, the model and the
+            report to MLflow (`pip install kflow[mlflow]`; see
+            `kflow.tracking.mlflow`). Defaults to `None` (TensorBoard only).
 
     Example:
 
@@ -163,6 +172,8 @@ class Trainer:
         strategy: str = "auto",
         verbose: int | str = "auto",
         allow_recipe_files: bool = True,
+        profile_steps: str | tuple[int, int] | None = None,
+        track: str | None = None,
     ):
         from kflow.recipe.overrides import resolve_recipe
 
@@ -178,6 +189,23 @@ class Trainer:
         self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else int(verbose)
         self._splits: Any = None
         self._strategy: Any = None
+        from kflow.training.accelerator import resolve_deterministic
+        from kflow.training.distributed import cluster_for, multi_worker_strategy
+
+        deterministic = resolve_deterministic(self.hparams["deterministic"])
+        if deterministic != self.hparams["deterministic"]:  # config.yaml: the value used
+            self.recipe = self.recipe.with_context(deterministic=deterministic)
+        self.cluster = cluster_for(self.strategy_name)
+        if self.cluster is not None:  # collectives are configured before any TF op
+            self._strategy = multi_worker_strategy(self.cluster)
+        from kflow.training.features import parse_profile_steps
+
+        self.profile_steps = (tuple(profile_steps) if isinstance(profile_steps, (tuple, list))
+                              else parse_profile_steps(profile_steps))
+        from kflow.tracking import check_tracker
+
+        self.track = check_tracker(track if track is not None else engine.get("track"))
+        self._one_hot = 0
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, trust_recipe_file: bool = False,
@@ -216,8 +244,12 @@ class Trainer:
         if self._splits is None:
             from kflow.data.splits import train_val_test_split
 
-            set_seed(self.seed)
+            set_seed(self.seed, deterministic=self.hparams["deterministic"] is True)
             data = self.recipe.load_data()
+            if hasattr(data, "stream_splits"):  # kflow.data.streaming: read in chunks
+                self._splits = data.stream_splits(
+                    self.hparams["val_fraction"], self.hparams["test_fraction"], self.seed)
+                return self._splits
             self._splits = train_val_test_split(
                 data, self.hparams["val_fraction"], self.hparams["test_fraction"], self.seed)
         return self._splits
@@ -251,7 +283,8 @@ class Trainer:
         return build_optimizer(
             h["optimizer"], lr, momentum=h["momentum"], nesterov=h["nesterov"],
             weight_decay=h["weight_decay"] or None, clipnorm=h["clipnorm"],
-            global_clipnorm=h["global_clipnorm"],
+            global_clipnorm=h["global_clipnorm"], ema=h["ema"], ema_momentum=h["ema_momentum"],
+            grad_accumulation=h["grad_accumulation"],
         )
 
     def build_model(self, train: Any, *, learning_rate: float | None = None,
@@ -265,44 +298,67 @@ class Trainer:
                 recipe's `grad_log_every` asks for it.
         """
         from kflow.insight.engine_hooks import wrap_model
+        from kflow.training.accelerator import precision_policy
+        from kflow.training.distributed import adapt_model
 
         steps = self.steps_per_epoch(train)
         with self.strategy.scope():
-            model = self.recipe.build_model(train)
+            with precision_policy(self.hparams["precision"]):
+                model = self.recipe.build_model(train)
             if insight:
                 model = wrap_model(model, self.hparams.get("grad_log_every", 0))
+            from kflow.training.features import smoothed_loss
+
+            loss, metrics, one_hot = smoothed_loss(
+                train.task, self.hparams["label_smoothing"], self.recipe.loss(train.task),
+                self.recipe.metrics(train.task))
+            self._one_hot = train.num_classes if one_hot else 0
             model.compile(
                 optimizer=self.build_optimizer(steps, learning_rate),
-                loss=self.recipe.loss(train.task), metrics=self.recipe.metrics(train.task),
+                loss=loss, metrics=metrics,
                 steps_per_execution=self._steps_per_execution(steps),
+                jit_compile=self.hparams["jit_compile"],
             )
+        adapt_model(model, self.strategy)  # multi-worker, multi-step with replicas
         return model
 
     def _steps_per_execution(self, steps_per_epoch: int) -> int:
-        spe = self.hparams["steps_per_execution"] or auto_steps_per_execution(steps_per_epoch)
-        if spe > 1 and self.strategy.num_replicas_in_sync > 1:
-            # Keras 3.15 / TF 2.21: the multi-step loop fails under MirroredStrategy
-            # ("You must feed a value for placeholder tensor ..."), even in plain Keras.
-            if self.hparams["steps_per_execution"]:
-                import warnings
+        from kflow.training.accelerator import is_tpu_strategy, tpu_steps_per_execution
 
-                warnings.warn(f"steps_per_execution={spe} is not supported with several "
-                              "replicas in Keras 3.15 / TF 2.21; using 1.", stacklevel=3)
-            spe = 1
-        return spe
+        if not self.hparams["steps_per_execution"] and is_tpu_strategy(self.strategy):
+            return tpu_steps_per_execution(steps_per_epoch)
+        # With several replicas, multi-step runs through kflow.training.distributed.adapt_model.
+        return self.hparams["steps_per_execution"] or auto_steps_per_execution(steps_per_epoch)
 
     def dataset(self, part: Any, *, training: bool) -> Any:
         """A tf.data pipeline of `part`: shuffled batches for training, else in order."""
         from kflow.data.pipeline import make_dataset
+        from kflow.training.features import one_hot_targets, sample_weights
 
-        if training:
+        if getattr(part, "streaming", False):  # read from disk per epoch
+            from kflow.data.pipeline import EpochKey
+
+            if training:
+                self._epoch_key = EpochKey()
+            ds = part.tf_dataset(self.batch_size(part) if training else
+                                 max(self.batch_size(part), 256), training=training,
+                                 seed=self.seed, epoch=self._epoch_key if training else 0,
+                                 class_weight=self.hparams["class_weight"] if training else None)
+        elif training:
             from kflow.data.pipeline import EpochKey
 
             self._epoch_key = EpochKey()
-            return make_dataset(part.x, part.y, self.batch_size(part), training=True,
-                                seed=self.seed, epoch=self._epoch_key)
-        return make_dataset(part.x, part.y, max(self.batch_size(part), 256), training=False,
-                            cache=False)
+            ds = make_dataset(part.x, part.y, self.batch_size(part), training=True,
+                              seed=self.seed, epoch=self._epoch_key,
+                              sample_weight=sample_weights(part, self.hparams["class_weight"]))
+        else:
+            ds = make_dataset(part.x, part.y, max(self.batch_size(part), 256), training=False,
+                              cache=False)
+        ds = one_hot_targets(ds, self._one_hot) if self._one_hot else ds
+        from kflow.training.accelerator import fixed_batches, is_tpu_strategy
+
+        return (fixed_batches(ds, self.batch_size(part))
+                if training and is_tpu_strategy(self.strategy) else ds)
 
     def monitor(self, train: Any, has_val: bool) -> tuple[str, str]:
         monitor, mode = self.recipe.monitor(train.task)
@@ -336,12 +392,19 @@ class Trainer:
                 state_dir=None, monitor=monitor, mode=mode,
                 patience=h["patience"], restore_best_weights=True, log=self.say)
             named["early_stopping"] = stopper
+        from kflow.training.features import feature_callbacks
+
+        named.update(feature_callbacks(h, monitor=monitor, mode=mode, log=self.say,
+                                       profile_dir=rd.tensorboard if rd else None,
+                                       profile_steps=self.profile_steps))
         if rd is not None:
             named["best_checkpoint"] = BestModelCheckpoint(rd.best_checkpoint, monitor=monitor,
                                                            mode=mode)
             named["tensorboard"] = EpochTensorBoard(rd.tensorboard)
+            resumable = [named[k] for k in ("ema_weights", "lr_plateau") if k in named]
             named["backup"] = ResumableBackup(
-                rd.backup, callbacks=[cb for cb in (stopper, named["best_checkpoint"]) if cb])
+                rd.backup, callbacks=[cb for cb in (stopper, named["best_checkpoint"]) if cb]
+                + resumable)
         ordered = [named[k] for k in CALLBACK_ORDER if k in named]
         self._insight = insight
         return ordered + list(user), stopper
@@ -398,6 +461,15 @@ class Trainer:
     def run(self, *, run_dir: str | Path | None = None, runs_root: str | Path = "runs",
             callbacks: Sequence[Any] = (), overwrite: bool = False, save: bool = True) -> Any:
         """Trains end to end and leaves a complete run directory (see `kflow.train`)."""
+        if self.cluster is not None and not getattr(self, "_on_worker", False):
+            from kflow.training.distributed import worker_run
+
+            self._on_worker = True  # one worker of a multi-worker job: chief writes the run
+            try:
+                return worker_run(self, self.cluster, run_dir=run_dir, runs_root=runs_root,
+                                  overwrite=overwrite, callbacks=callbacks, save=save)
+            finally:
+                self._on_worker = False
         from kflow.run import Run
 
         rd, resuming = self._run_dir(run_dir, runs_root, overwrite) if save else (None, False)
@@ -417,12 +489,18 @@ class Trainer:
                      f"{rd.path if rd else '(not saved)'} ({self._describe(splits)})")
             outcome = self._fit_or_mark(model, splits, rd, resuming, callbacks)
             metrics = {**self.evaluate(model, parts), **outcome.summary(), "seed": self.seed}
+            metrics.update(self.recipe.reference_metrics(splits))
+            metrics.update(self._baselines(splits))
             if rd is not None:
                 self._save_model(rd, model)
                 rd.write_json(rd.metrics, metrics)
         if rd is not None:
             self._insight_finish(rd, model, splits)
             rd.mark_finished(**{k: metrics[k] for k in ("nan_stop",) if k in metrics})
+            if self.track:
+                from kflow.tracking import log_run
+
+                self.say(f"logged to {self.track}: run {log_run(self.track, rd.path)}")
         summary = ", ".join(f"{k}={v:.4f}" for k, v in metrics.get("test", {}).items())
         self.say(f"finished {self.label}: test {summary}")
         from kflow.run import read_history
@@ -431,6 +509,18 @@ class Trainer:
         history.pop("epoch", None)
         return Run(run_dir=rd.path if rd else Path("."), model=model, history=history,
                    metrics=metrics, config=self.config(), info=self._info(splits))
+
+    def _baselines(self, splits: Any) -> dict[str, Any]:
+        """`{"baselines": ...}`: scikit-learn models on the same split (tables only)."""
+        from kflow.insight.baselines import fit_baselines
+
+        test = splits.test if splits.test is not None else splits.val
+        found = fit_baselines(splits.train, test, seed=self.seed) if test is not None else {}
+        if found:
+            self.say("baselines (same split): " + ", ".join(
+                f"{name} " + " ".join(f"{k}={v:.4f}" for k, v in b["test"].items())
+                for name, b in found.items()))
+        return {"baselines": found} if found else {}
 
     def _fit_or_mark(self, model: Any, splits: Any, rd: RunDir | None, resuming: bool,
                      callbacks: Sequence[Any]) -> FitOutcome:
@@ -488,7 +578,10 @@ class Trainer:
         return {
             "recipe": recipe_reference(self.recipe), "task": train.task,
             "class_names": train.class_names, "feature_names": train.feature_names,
+            "columns": {k: {"column": c.get("column", k), "kind": c.get("kind")}
+                        for k, c in (train.meta.get("columns") or {}).items()} or None,
             "input_shape": list(getattr(train.x, "shape", [None])[1:]),
+            "target_stats": _target_stats(train),
             "num_train": len(train),
             "num_val": len(splits.val) if splits.val is not None else 0,
             "num_test": len(splits.test) if splits.test is not None else 0,
@@ -505,9 +598,10 @@ class Trainer:
 
     def _save_model(self, rd: RunDir, model: Any) -> None:
         from kflow.run import atomic_save
+        from kflow.training.accelerator import float32_model
         from kflow.training.plain_model import to_plain_model
 
-        atomic_save(rd.model, to_plain_model(model).save)
+        atomic_save(rd.model, float32_model(to_plain_model(model)).save)  # float32 for export
 
     def _insight_finish(self, rd: RunDir, model: Any, splits: Any) -> None:
         from kflow.insight.engine_hooks import InsightHooks
@@ -515,6 +609,16 @@ class Trainer:
         hooks = getattr(self, "_insight", None) or InsightHooks(
             rd.path, self.hparams.get("grad_log_every", 0), log=self.say)
         hooks.finish(model, splits, self.batch_size(splits.train))
+
+
+def _target_stats(train: Any) -> dict[str, float] | None:
+    """Mean and standard deviation of a regression target on the training split."""
+    if train.task != "regression":
+        return None
+    import numpy as np
+
+    y = np.asarray(train.y, dtype="float64")
+    return {"mean": float(np.mean(y)), "std": float(np.std(y))}
 
 
 def _backup_epoch(rd: RunDir) -> int:

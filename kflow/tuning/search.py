@@ -15,7 +15,7 @@ from typing import Any
 
 from kflow.errors import ConfigError, RunError, did_you_mean
 from kflow.recipe.base import Recipe
-from kflow.run import RunDir
+from kflow.run import RunDir, TuneDir
 from kflow.tuning.objective import Objective, resolve_objective
 from kflow.tuning.report import TrialRow, write_best_yaml, write_report, write_trials_csv
 from kflow.tuning.space import SearchSpace
@@ -52,15 +52,15 @@ class TuneResult:
 
     @property
     def best_yaml(self) -> Path:
-        return self.tune_dir / "best.yaml"
+        return TuneDir(self.tune_dir).best_yaml
 
     @property
     def report(self) -> Path:
-        return self.tune_dir / "report.html"
+        return TuneDir(self.tune_dir).report
 
     @property
     def trials_csv(self) -> Path:
-        return self.tune_dir / "trials.csv"
+        return TuneDir(self.tune_dir).trials_csv
 
     @property
     def best_score(self) -> float | None:
@@ -127,7 +127,7 @@ def _check_settings(tune_dir: Path, settings: dict[str, Any], overwrite: bool,
     """Writes or compares `tune_config.json`; returns whether a search is resumed."""
     from kflow.run import atomic_write_text
 
-    path = tune_dir / "tune_config.json"
+    path = TuneDir(tune_dir).settings
     if path.is_file() and overwrite and not worker:
         shutil.rmtree(tune_dir)
     if path.is_file():
@@ -341,7 +341,7 @@ def tune(
                 f"{state['best']:.4f}")
         if not worker:
             rows = _collect_rows(tuner_obj.oracle, tune_dir, space, tuner_obj.outcomes)
-            write_trials_csv(tune_dir / "trials.csv", rows, space)
+            write_trials_csv(TuneDir(tune_dir).trials_csv, rows, space)
 
     with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner's "Reloading Tuner..."
         tuner_obj = kt_bridge.KflowTuner(oracle, runner=runner, tune_dir=tune_dir,
@@ -375,7 +375,7 @@ def tune(
         last = next((r.reason for r in reversed(rows) if r.reason), "")
         raise RunError(
             f"{max_consecutive_failed_trials} trials in a row failed, so the search stopped "
-            f"(last reason: {last}). See {tune_dir / 'trials.csv'}."
+            f"(last reason: {last}). See {TuneDir(tune_dir).trials_csv}."
         )
     if retrain and result.best is not None:
         result.retrained = _retrain(result, runner, log)
@@ -427,7 +427,7 @@ def _collect_rows(oracle: Any, tune_dir: Path, space: SearchSpace,
     order += [t for t in oracle.trials if t not in order]
     for trial_id in order:
         trial = oracle.trials[trial_id]
-        outcome = outcomes.get(trial_id) or read_outcome(tune_dir / "trials" / trial_id)
+        outcome = outcomes.get(trial_id) or read_outcome(TuneDir(tune_dir).trial(trial_id))
         status = trial.status
         if status not in ("COMPLETED", "FAILED") and outcome is not None \
                 and trial_id in outcomes:
@@ -456,12 +456,13 @@ def _write_outputs(tune_dir: Path, rows: list[TrialRow], space: SearchSpace, obj
     for r in rows:
         if r.completed and (best is None or obj.better(r.score, best.score)):
             best = r
-    write_trials_csv(tune_dir / "trials.csv", rows, space)
+    td = TuneDir(tune_dir)
+    write_trials_csv(td.trials_csv, rows, space)
     best_config = None
     if best is not None:
         config_file = RunDir(runner.trial_dir(best.trial_id)).config
         best_config = yaml.safe_load(config_file.read_text())
-        write_best_yaml(tune_dir / "best.yaml", best_config, trial_id=best.trial_id,
+        write_best_yaml(td.best_yaml, best_config, trial_id=best.trial_id,
                         objective=obj, score=best.score, command=command,
                         fixed=runner.fixed)
     completed = sum(r.completed for r in rows)
@@ -477,15 +478,14 @@ def _write_outputs(tune_dir: Path, rows: list[TrialRow], space: SearchSpace, obj
         "best configuration": "best.yaml (kflow train best.yaml)" if best else "-",
         "tuning directory": str(tune_dir),
     }
-    write_report(tune_dir / "report.html", rows, space=space, objective=obj, summary=summary,
+    write_report(td.report, rows, space=space, objective=obj, summary=summary,
                  best_id=best.trial_id if best else None)
     if best is not None:
         log(f"best trial {best.trial_id}: {obj.name}={best.score:.4f} "
             f"[{_fmt_values(best.values)}]")
-        log(f"wrote {tune_dir / 'trials.csv'}, {tune_dir / 'report.html'}, "
-            f"{tune_dir / 'best.yaml'}")
+        log(f"wrote {td.trials_csv}, {td.report}, {td.best_yaml}")
     else:
-        log(f"no trial completed; see {tune_dir / 'trials.csv'}")
+        log(f"no trial completed; see {td.trials_csv}")
     return TuneResult(tune_dir=tune_dir, objective=obj, trials=rows, best=best,
                       best_config=best_config)
 

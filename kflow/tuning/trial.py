@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kflow.run import TuneDir
 from kflow.tuning.objective import Objective
 from kflow.tuning.space import SearchSpace
 
@@ -65,7 +66,7 @@ class TrialOutcome:
 
 def read_outcome(trial_dir: str | Path) -> TrialOutcome | None:
     """Reads `trial.json` of a trial's run directory (`None` if absent)."""
-    path = Path(trial_dir) / "trial.json"
+    path = TuneDir.trial_json(trial_dir)
     if not path.is_file():
         return None
     try:
@@ -113,7 +114,7 @@ class TrialRunner:
     log: Callable[[str], None] = print
 
     def trial_dir(self, trial_id: str) -> Path:
-        return Path(self.tune_dir) / "trials" / str(trial_id)
+        return TuneDir(self.tune_dir).trial(trial_id)
 
     def config_for(self, values: Mapping[str, Any]) -> tuple[Any, int]:
         """The trial's recipe (validated) and epoch budget."""
@@ -144,7 +145,8 @@ class TrialRunner:
         if previous is not None and previous.status == outcome.status and previous.seconds:
             outcome.seconds = previous.seconds  # read back: keep the time it took then
         trial_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(trial_dir / "trial.json", json.dumps(asdict(outcome), indent=2) + "\n")
+        atomic_write_text(TuneDir.trial_json(trial_dir),
+                          json.dumps(asdict(outcome), indent=2) + "\n")
         return outcome
 
     def _train(self, recipe: Any, trial_dir: Path, outcome: TrialOutcome,

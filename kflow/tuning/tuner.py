@@ -22,7 +22,7 @@ import keras_tuner
 from keras_tuner.src.distribute import utils as dist_utils
 from keras_tuner.src.engine import trial as trial_module
 
-from kflow.run import atomic_write_text
+from kflow.run import TuneDir, atomic_write_text
 from kflow.tuning.trial import TrialOutcome, TrialRunner
 
 __all__ = ["KflowTuner", "make_oracle", "serve_oracle", "is_chief", "is_worker", "tuner_id"]
@@ -52,7 +52,7 @@ class _AtomicStateMixin:
         atomic_write_text(self._get_oracle_fname(), json.dumps(self.get_state()))
 
     def _save_trial(self, trial):
-        path = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
+        path = str(TuneDir.trial_json(self._get_trial_dir(trial.trial_id)))
         atomic_write_text(path, json.dumps(trial.get_state()))
 
 
@@ -205,7 +205,7 @@ def serve_oracle(oracle: keras_tuner.Oracle, tune_dir: Path,
             "choose another KERASTUNER_ORACLE_PORT (0 picks a free one)."
         )
     server.start()
-    atomic_write_text(Path(tune_dir) / "chief.json",
+    atomic_write_text(TuneDir(tune_dir).chief,
                       json.dumps({"ip": ip, "port": port, "pid": os.getpid()}) + "\n")
     scope = ("loopback only: workers must run on this machine; --oracle-bind ADDR opens it to "
              "others" if ip in _LOOPBACK else "reachable from the network, without "
