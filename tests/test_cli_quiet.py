@@ -35,7 +35,16 @@ CONTINUATION = "\twhen importing GraphDef to MLIR module in GrapplerHook"
     ("kflow: error: something", False),
 ])
 def test_noise_patterns(line, noise):
-    assert is_noise(line) is noise
+    assert is_noise(line, driver=True) is noise
+
+
+CUINIT = ("E0000 00:00:1796242181.126124    7875 cuda_platform.cc:52] failed call to cuInit: "
+          "INTERNAL: CUDA error")
+
+
+def test_cuinit_failure_is_noise_only_without_a_driver():
+    assert is_noise(CUINIT, driver=False) is True   # every CPU-only machine prints it
+    assert is_noise(CUINIT, driver=True) is False   # with a driver it explains a missing GPU
 
 
 _SCRIPT = textwrap.dedent("""

@@ -117,6 +117,11 @@ CASES = {
                                      val_loss=[1.0, 0.8, 1.1, 0.7, 1.2, 0.75, 1.15, 0.8],
                                      task="regression"),
                                 {"lr_too_large"}),
+    # The lecture's lr=20 on a BatchNorm MLP: the first epoch throws the weights far off
+    # (27x chance), then the loss falls but ends above chance: worse than guessing.
+    "lr_too_large_blowup": (dict(loss=[62.7, 10.8, 4.1], val_loss=[22171.5, 2403.4, 152.8],
+                                 accuracy=(0.1, 0.1)),
+                            {"lr_too_large"}),
     "lr_too_small": (dict(loss=[1.000, 0.999, 0.998, 0.997, 0.996],
                           val_loss=[1.0, 0.999, 0.998, 0.997, 0.996], task="regression",
                           config={"learning_rate": 1e-7}),

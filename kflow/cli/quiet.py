@@ -27,7 +27,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-__all__ = ["import_tensorflow_quietly", "filter_stderr", "NOISE", "is_noise"]
+__all__ = ["import_tensorflow_quietly", "filter_stderr", "NOISE", "NO_DRIVER_NOISE", "active_noise",
+           "is_noise"]
 
 #: Regular expressions of stderr lines that are dropped (matched with `re.search`).
 #: A line starting with a tab right after a dropped line (TensorFlow's
@@ -45,17 +46,35 @@ NOISE = (
     # attribute, which the runtime ignores as the message says.
     r"^[IWE]\d{4} [\d:. ]+\d+ node_def_util\.cc:\d+\] NodeDef mentions attribute "
     r"use_unbounded_threadpool which is not in the op definition",
-    # CUDA probing on a machine without a GPU driver, when the devices start after the
-    # quiet import (a multi-worker strategy must be created before they start).
-    r"^E\d{4} [\d:. ]+\d+ cuda_platform\.cc:\d+\] failed call to cuInit: ",
 )
 
-_NOISE = [re.compile(p) for p in NOISE]
+#: CUDA probing failing on a machine that has no NVIDIA driver at all (the devices
+#: start after the quiet import when a multi-worker strategy must be created first).
+#: Dropped only there: on a machine with a driver it is the one line that explains
+#: why the GPU is not used.
+NO_DRIVER_NOISE = (r"^E\d{4} [\d:. ]+\d+ cuda_platform\.cc:\d+\] failed call to cuInit: ",)
 
 
-def is_noise(line: str) -> bool:
-    """Whether `filter_stderr` drops this line (without its newline)."""
-    return any(p.search(line) for p in _NOISE)
+def has_nvidia_driver() -> bool:
+    """Whether this machine has an NVIDIA kernel driver (its control device node)."""
+    return os.path.exists("/dev/nvidiactl")
+
+
+def active_noise(driver: bool | None = None) -> tuple[str, ...]:
+    """The patterns `filter_stderr` drops on this machine (or on one with/without a driver)."""
+    driver = has_nvidia_driver() if driver is None else driver
+    return NOISE if driver else NOISE + NO_DRIVER_NOISE
+
+
+def is_noise(line: str, driver: bool | None = None) -> bool:
+    """Whether `filter_stderr` drops this line (without its newline).
+
+    Args:
+        line: One stderr line without its newline.
+        driver: Judge as on a machine with (`True`) or without (`False`) an NVIDIA
+            driver. Defaults to `None`: this machine.
+    """
+    return any(re.search(p, line) for p in active_noise(driver))
 
 
 # The filter process: no imports beyond os/re/signal, so it starts in ~10 ms.
@@ -126,7 +145,7 @@ def filter_stderr(wait: float = 5.0) -> Iterator[None]:
     try:
         read_end, write_end = os.pipe()
         proc = subprocess.Popen(
-            [sys.executable, "-S", "-E", "-c", _FILTER, *NOISE],
+            [sys.executable, "-S", "-E", "-c", _FILTER, *active_noise()],
             stdin=read_end, stdout=saved, stderr=subprocess.DEVNULL, close_fds=True,
         )
     except OSError:

@@ -22,7 +22,8 @@ tested and tuned in one place):
 |                       | last epoch (on the probe batch)                                     |
 | `lr_too_large`        | the training loss ends above where it started (diverges), or rises  |
 |                       | in >= `OSCILLATION_FRACTION` of the epochs without progress, or a   |
-|                       | classifier ends above `ABOVE_CHANCE`x the chance-level loss         |
+|                       | classifier ends above `ABOVE_CHANCE`x the chance-level loss after   |
+|                       | rising, or after a first epoch >= `FIRST_EPOCH_BLOWUP`x chance      |
 | `lr_too_small`        | the training loss falls by < `SMALL_IMPROVEMENT` over the run and   |
 |                       | updates are < `UPDATE_RATIO_LOW` of the weights                     |
 | `overfitting`         | the validation loss ends >= `OVERFIT_VAL_RISE` above its minimum    |
@@ -95,6 +96,9 @@ MIN_EPOCHS = 3
 #: A classifier whose final training loss is above this multiple of the chance-level
 #: loss did worse than guessing: its steps diverged.
 ABOVE_CHANCE = 1.2
+#: A first epoch's mean training loss this many times the chance level: the first
+#: steps threw the weights far off (with the last loss still above chance: too large).
+FIRST_EPOCH_BLOWUP = 10.0
 
 _NORMALIZATION_KINDS = ("BatchNormalization", "LayerNormalization", "GroupNormalization",
                         "UnitNormalization", "Normalization")
@@ -452,12 +456,16 @@ def _rule_lr_too_large(c: _Context) -> Finding | None:
            "over the valley's bottom to the other side, higher up: the loss oscillates or "
            "grows instead of going downhill.")
     chance = _chance_loss(c) if c.task in ("multiclass", "binary") else None
-    if chance and loss[-1] > ABOVE_CHANCE * chance and loss[-1] > min(loss):
+    blew_up = chance is not None and loss[0] > FIRST_EPOCH_BLOWUP * chance
+    if chance and loss[-1] > ABOVE_CHANCE * chance and (loss[-1] > min(loss) or blew_up):
+        start = (f"; the first epoch's loss was {_fmt(loss[0])}, "
+                 f"{_fmt(loss[0] / chance)}x the chance level" if blew_up else "")
         return Finding(
             id="lr_too_large", severity="error",
             title="Learning rate too large: worse than guessing",
             evidence=(f"The training loss ended at {_fmt(loss[-1])} (epoch {len(loss)}), above "
-                      f"the chance level {_fmt(chance)} (lowest: {_fmt(min(loss))}), with {lr}."),
+                      f"the chance level {_fmt(chance)} (lowest: {_fmt(min(loss))}){start}, "
+                      f"with {lr}."),
             why=why, advice=tips, epoch=len(loss),
             data={"last_loss": loss[-1], "chance_loss": chance},
         )
