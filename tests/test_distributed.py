@@ -152,9 +152,11 @@ def test_kill_9_of_a_worker_then_the_same_command_resumes_each_epoch_once(tmp_pa
     waited = time.monotonic() - start
     _finish(procs[victim])
     assert rc == 3, (kill_after, victim, err[-2000:])
+    # TensorFlow notices a dead peer by its missing heartbeats or by a refused connection.
     assert re.search(rf"kflow: error: worker {1 - victim} of 2 lost its peers \(worker "
-                     rf"{victim} stopped sending heartbeats; TensorFlow: \w+Error\)\. Start "
-                     "the same command again on every worker to resume", err), err[-2000:]
+                     rf"{victim} (stopped sending heartbeats|refused the connection); "
+                     r"TensorFlow: \w+Error\)\. Start the same command again on every worker "
+                     "to resume", err), err[-2000:]
     assert waited < 60, waited
 
     procs = _workers(tmp_path, args, _tf_config_envs(tmp_path), "b")
@@ -222,3 +224,24 @@ def test_worker_argv_adds_the_strategy_and_drops_workers():
         "train", "x", "--epochs", "3", "--strategy", "multi_worker"]
     assert worker_argv(["train", "x", "--workers=2", "--strategy", "auto"]) == [
         "train", "x", "--strategy", "auto"]
+
+
+@pytest.mark.parametrize("text, detail", [
+    ("Task /job:worker/replica:0/task:1 unhealthy (stopped sending heartbeats): "
+     "/job:worker/replica:0/task:1", "worker 1 stopped sending heartbeats"),
+    ("{{function_node __wrapped__CollectiveReduceV2}} Collective ops is aborted by: failed to "
+     "connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:40239: Failed to connect "
+     "to remote host: Connection refused", "worker 0 refused the connection"),
+    ("... ipv4:10.0.0.9:5555: Failed to connect to remote host: Connection refused",
+     "the worker at 10.0.0.9:5555 refused the connection"),
+])
+def test_lost_peer_detail_names_the_worker(text, detail):
+    import tensorflow as tf
+
+    from kflow.training.distributed import _peer_error_detail, cluster_from_env
+
+    env = {"TF_CONFIG": json.dumps({"cluster": {"worker": ["localhost:40239", "localhost:40240"]},
+                                    "task": {"type": "worker", "index": 1}})}
+    exc = tf.errors.UnavailableError(None, None, text)
+    assert _peer_error_detail(exc, cluster_from_env(env)) == \
+        f"{detail}; TensorFlow: UnavailableError"

@@ -202,3 +202,19 @@ def test_too_many_failures_in_a_row_stop_the_search_with_a_report(tmp_path):
     assert [r["status"] for r in rows] == ["failed", "failed"]
     assert (tmp_path / "f" / "report.html").is_file()
     assert not (tmp_path / "f" / "best.yaml").exists()
+
+
+def test_tune_options_by_name_or_object_and_unknown_names_listed(tmp_path):
+    from kflow.tuning import TuneOptions
+
+    with pytest.raises(ConfigError, match=r"^factor must be an int >= 2\. Got 1 instead\.$"):
+        kflow.tune("digits-mlp", tune_dir=tmp_path / "t", verbose=0, tuner="hyperband",
+                   factor=1)
+    with pytest.raises(ConfigError, match=r"^factor must be an int >= 2"):
+        kflow.tune("digits-mlp", tune_dir=tmp_path / "t", verbose=0, tuner="hyperband",
+                   options=TuneOptions(factor=1))
+    with pytest.raises(TypeError, match=r"unknown option\(s\) fctor\. Valid options: factor, "
+                                        r"hyperband_iterations, max_consecutive_failed_trials, "
+                                        r"tunes_root, command\.$"):
+        kflow.tune("digits-mlp", tune_dir=tmp_path / "t", verbose=0, fctor=2)
+    assert not (tmp_path / "t").exists()

@@ -83,7 +83,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kflow.tracking import tracking_parent
-    from kflow.tuning.search import tune
+    from kflow.tuning.search import TuneOptions, tune
 
     if args.oracle_bind:
         os.environ["KFLOW_ORACLE_BIND"] = args.oracle_bind
@@ -94,11 +94,13 @@ def run(args: argparse.Namespace) -> int:
             args.recipe, tuner=args.tuner, max_trials=args.max_trials,
             max_epochs=args.max_epochs, objective=args.objective, set_args=args.set_args,
             search_args=args.search_args, search_only=args.search_only, cv=args.cv,
-            tune_dir=args.tune_dir, tunes_root=args.tunes_root, seed=args.seed,
-            retrain=args.retrain, overwrite=args.overwrite, factor=args.factor,
-            hyperband_iterations=args.hyperband_iterations,
-            max_consecutive_failed_trials=args.max_failures, verbose=0 if args.quiet else 1,
-            command="kflow " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["tune"] else None,
+            tune_dir=args.tune_dir, seed=args.seed, retrain=args.retrain,
+            overwrite=args.overwrite, verbose=0 if args.quiet else 1,
+            options=TuneOptions(
+                factor=args.factor, hyperband_iterations=args.hyperband_iterations,
+                max_consecutive_failed_trials=args.max_failures, tunes_root=args.tunes_root,
+                command=("kflow " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["tune"]
+                         else None)),
         )
     if result.best is not None:
         print(f"best {result.objective.name}: {result.best.score:.4f} "

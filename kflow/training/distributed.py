@@ -463,7 +463,7 @@ def worker_run(trainer: Any, cluster: Cluster, *, run_dir: Any, runs_root: Any,
             run = trainer.run(run_dir=target, runs_root=runs_root, overwrite=overwrite,
                               callbacks=[*callbacks, dog.callback()], save=save)
         except _peer_error_types() as exc:
-            lost_peer(cluster, _peer_error_detail(exc))
+            lost_peer(cluster, _peer_error_detail(exc, cluster))
         finally:
             dog.stop()
         print(f"kflow: worker {cluster.index} of {cluster.num_workers} finished; weights "
@@ -476,8 +476,13 @@ def worker_run(trainer: Any, cluster: Cluster, *, run_dir: Any, runs_root: Any,
             shutil.rmtree(temp, ignore_errors=True)
 
 
-def _peer_error_detail(exc: BaseException) -> str:
-    """What TensorFlow's error says about the lost peer, in a few words."""
+def _peer_error_detail(exc: BaseException, cluster: Cluster | None = None) -> str:
+    """What TensorFlow's error says about the lost peer, in a few words.
+
+    Two ways a dead peer shows: the coordination service's heartbeat check
+    names its task, or a collective fails to connect to its address (which
+    TF_CONFIG maps back to a worker number).
+    """
     import re
 
     text = str(exc)
@@ -486,8 +491,29 @@ def _peer_error_detail(exc: BaseException) -> str:
     if found:
         return (f"worker {found.group(1)} stopped sending heartbeats; "
                 f"TensorFlow: {type(exc).__name__}")
+    found = re.search(r"ipv[46]:(\S+?):(\d+): Failed to connect to remote host", text)
+    if found:
+        host, port = found.group(1).strip("[]"), found.group(2)
+        index = _task_index_of(cluster, host, port) if cluster is not None else None
+        who = f"worker {index}" if index is not None else f"the worker at {host}:{port}"
+        return f"{who} refused the connection; TensorFlow: {type(exc).__name__}"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0][:160] if lines else 'collective failed'}"
+
+
+def _task_index_of(cluster: Cluster, host: str, port: str) -> int | None:
+    """The rank of the task at `host:port` in the cluster's TF_CONFIG, if it is there."""
+    try:
+        spec = json.loads(cluster.environ.get("TF_CONFIG", ""))["cluster"]
+        tasks = list(spec.get("chief", [])) + list(spec.get("worker", []))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    local = {"localhost", "127.0.0.1", "::1"}
+    for rank, address in enumerate(tasks):
+        h, _, p = str(address).rpartition(":")
+        if p == port and (h == host or (h in local and host in local)):
+            return rank
+    return None
 
 
 def _remove_stale_temp_dirs() -> None:

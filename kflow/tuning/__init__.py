@@ -19,11 +19,12 @@ Modules: `space` (the search space), `objective`, `trial` (one trial; with
 from __future__ import annotations
 
 from kflow.tuning.objective import Objective
-from kflow.tuning.search import TUNERS, TuneResult, hyperband_schedule, tune
+from kflow.tuning.search import TUNERS, TuneOptions, TuneResult, hyperband_schedule, tune
 from kflow.tuning.space import Dim, SearchSpace, parse_search_args
 
 __all__ = [
     "tune",
+    "TuneOptions",
     "TuneResult",
     "TUNERS",
     "SearchSpace",

@@ -21,7 +21,8 @@ from kflow.tuning.report import TrialRow, write_best_yaml, write_report, write_t
 from kflow.tuning.space import SearchSpace
 from kflow.tuning.trial import COMPLETED, TrialOutcome, TrialRunner, read_outcome
 
-__all__ = ["tune", "TuneResult", "hyperband_schedule", "TUNERS", "DEFAULT_MAX_TRIALS"]
+__all__ = ["tune", "TuneResult", "TuneOptions", "hyperband_schedule", "TUNERS",
+           "DEFAULT_MAX_TRIALS"]
 
 TUNERS = ("random", "grid", "bayesian", "hyperband")
 DEFAULT_MAX_TRIALS = 10
@@ -152,6 +153,41 @@ def _fmt_values(values: Mapping[str, Any]) -> str:
                     for k, v in values.items())
 
 
+@dataclass
+class TuneOptions:
+    """How a search runs, past the common choices of `tune` (declared as data).
+
+    Every field is also a `kflow tune` flag (`--factor`, `--max-failures`...).
+
+    Attributes:
+        factor: Hyperband's reduction factor. Defaults to 3.
+        hyperband_iterations: Hyperband's iterations. Defaults to 1.
+        max_consecutive_failed_trials: Stop after this many failures in a row.
+            Defaults to 5.
+        tunes_root: Parent of default tuning directories. Defaults to "runs".
+        command: The command line shown in the report and `best.yaml`.
+            Defaults to `None` (a `kflow tune` line made from the arguments).
+    """
+
+    factor: int = 3
+    hyperband_iterations: int = 1
+    max_consecutive_failed_trials: int = 5
+    tunes_root: str | Path = "runs"
+    command: str | None = None
+
+    @classmethod
+    def resolve(cls, options: TuneOptions | None, values: dict[str, Any]) -> TuneOptions:
+        """`options` (or the defaults) with `values` replaced; unknown names are an error."""
+        import dataclasses
+
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise TypeError(f"tune() got unknown option(s) {', '.join(unknown)}. "
+                            f"Valid options: {', '.join(names)}.")
+        return dataclasses.replace(options or cls(), **values)
+
+
 def tune(
     recipe: str | type[Recipe] | Recipe,
     *,
@@ -166,15 +202,12 @@ def tune(
     search_only: bool = False,
     cv: int | None = None,
     tune_dir: str | Path | None = None,
-    tunes_root: str | Path = "runs",
     seed: int | None = None,
     retrain: bool = False,
     overwrite: bool = False,
-    factor: int = 3,
-    hyperband_iterations: int = 1,
-    max_consecutive_failed_trials: int = 5,
     verbose: int | str = "auto",
-    command: str | None = None,
+    options: TuneOptions | None = None,
+    **option_values: Any,
 ) -> TuneResult:
     """Searches a recipe's hyperparameters with KerasTuner; trials train with kflow.
 
@@ -206,19 +239,18 @@ def tune(
         cv: Score each trial by the mean of a `cv`-fold cross-validation of
             train + validation. Defaults to `None` (the validation split).
         tune_dir: The tuning directory; default
-            `tunes_root/tune-<recipe>-<tuner>-<settings hash>`.
-        tunes_root: Parent of default tuning directories. Defaults to "runs".
+            `<options.tunes_root>/tune-<recipe>-<tuner>-<settings hash>`.
         seed: Seed of splits, training and the oracle. Defaults to 0 (or the
             YAML's seed).
         retrain: Retrain the best configuration on train + validation for its
             best epoch count, into `tune_dir/best_retrained/`.
         overwrite: Delete a previous search in `tune_dir` first.
-        factor: Hyperband's reduction factor. Defaults to 3.
-        hyperband_iterations: Hyperband's iterations. Defaults to 1.
-        max_consecutive_failed_trials: Stop after this many failures in a row.
-            Defaults to 5.
         verbose: 0 silent, else one line per trial. Defaults to "auto" (1).
-        command: The command line shown in the report and `best.yaml`.
+        options: A `TuneOptions` (Hyperband's factor and iterations, the
+            failure limit, the default tuning directories' parent, the
+            command recorded). Defaults to `TuneOptions()`.
+        **option_values: `TuneOptions` fields by name (`factor=2`), over
+            `options`.
 
     Returns:
         A `TuneResult` (on a distributed worker: only its own trials).
@@ -239,6 +271,9 @@ def tune(
     from kflow.recipe.overrides import resolve_recipe
     from kflow.training.trainer import recipe_reference, resolved_config
 
+    opts = TuneOptions.resolve(options, option_values)
+    factor, hyperband_iterations = opts.factor, opts.hyperband_iterations
+    max_consecutive_failed_trials, command = opts.max_consecutive_failed_trials, opts.command
     log = (lambda m: print("kflow:", m, flush=True)) if verbose else (lambda m: None)
     # -- check everything before any trial ------------------------------------------
     if tuner not in TUNERS:
@@ -296,7 +331,7 @@ def tune(
            if tuner == "hyperband" else {}),
     }
     if tune_dir is None:
-        tune_dir = Path(tunes_root) / f"tune-{label}-{tuner}-{_settings_hash(settings)}"
+        tune_dir = Path(opts.tunes_root) / f"tune-{label}-{tuner}-{_settings_hash(settings)}"
     tune_dir = Path(tune_dir)
     from kflow.tuning import tuner as kt_bridge
 
