@@ -3,7 +3,9 @@
 Writes a synthetic table of `--gb` gigabytes (8 numeric columns with gaps, a
 city name, a yes/no flag, a binary label; ~95 bytes a row), then trains the
 `tabular` recipe on it with `streaming: true` in a fresh process and prints
-that process's peak resident memory (`ru_maxrss`) and the time taken.
+that process's peak resident memory (`ru_maxrss`) and the time taken; each line
+the run prints comes with the memory at that point (`/proc/PID/status`:
+VmRSS now, VmHWM the peak so far), which shows where the memory goes.
 
 Usage:
 
@@ -20,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,7 +31,7 @@ CHILD = """
 import resource, sys, time
 start = time.perf_counter()
 import kflow
-run = kflow.train("tabular", set_args=sys.argv[2:], run_dir=sys.argv[1], verbose=0,
+run = kflow.train("tabular", set_args=sys.argv[2:], run_dir=sys.argv[1], verbose=1,
                   overwrite=True)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(f"PEAK_RSS_MB {peak:.0f}")
@@ -81,12 +84,40 @@ def main(argv: list[str] | None = None) -> int:
         sets = [f"path={csv}", "target=result", "streaming=true", f"epochs={args.epochs}",
                 f"batch_size={args.batch_size}", "grad_log_every=0", "early_stopping=false"]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
-        out = subprocess.run([sys.executable, "-c", CHILD, str(Path(tmp) / "run"), *sets],
-                             capture_output=True, text=True, env=env)
-        lines = [ln for ln in out.stdout.splitlines() if ln.split(" ")[0].isupper()]
-        print("\n".join(lines) or out.stderr[-3000:])
+        child = subprocess.Popen([sys.executable, "-u", "-c", CHILD, str(Path(tmp) / "run"),
+                                  *sets], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, env=env)
+        start = time.perf_counter()
+        tail: list[str] = []
+
+        def heartbeat() -> None:  # the memory every minute, between the run's lines
+            while child.poll() is None:
+                time.sleep(60)
+                print(f"[{time.perf_counter() - start:6.0f} s, {_memory(child.pid)}]",
+                      flush=True)
+
+        threading.Thread(target=heartbeat, daemon=True).start()
+        for line in child.stdout:  # the run's own lines, with the memory so far
+            tail = (tail + [line.rstrip()])[-40:]
+            if line.startswith(("kflow:", "PEAK", "SECONDS", "TEST", "TRAIN")):
+                print(f"[{time.perf_counter() - start:6.0f} s, {_memory(child.pid)}] "
+                      f"{line.rstrip()}", flush=True)
+        child.wait()
+        if child.returncode:
+            print("\n".join(tail))
         print(f"CSV_GB {csv.stat().st_size / 1e9:.2f}")
-        return out.returncode
+        return child.returncode
+
+
+def _memory(pid: int) -> str:
+    """The child's resident memory now and its peak so far (`/proc/PID/status`)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "exited"
+    found = {ln.split(":")[0]: int(ln.split()[1]) // 1024 for ln in status
+             if ln.startswith(("VmRSS", "VmHWM"))}
+    return f"RSS {found.get('VmRSS', 0)} MiB, peak {found.get('VmHWM', 0)} MiB"
 
 
 if __name__ == "__main__":

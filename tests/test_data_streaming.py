@@ -73,7 +73,8 @@ def test_streaming_run_from_the_cli_recipe(tmp_path):
     assert "baselines" not in run.metrics  # a streamed table is taken as huge
 
 
-def test_large_files_use_the_light_stratified_split(tmp_path, monkeypatch):
+def test_large_files_use_the_hashed_stratified_split(tmp_path, monkeypatch):
+    """Above SKLEARN_SPLIT_ROWS: per-class counts as in memory, nothing stored per row."""
     import pandas as pd
 
     import kflow.data.streaming as streaming
@@ -84,10 +85,34 @@ def test_large_files_use_the_light_stratified_split(tmp_path, monkeypatch):
     labels = np.array(["maybe"] * 100 + ["no"] * 300 + ["yes"] * 600)
     pd.DataFrame({"a": rng.normal(size=n), "label": labels}).to_csv(tmp_path / "t.csv",
                                                                       index=False)
-    stream = CsvStream(tmp_path / "t.csv", "label", chunk_rows=100)
+    stream = CsvStream(tmp_path / "t.csv", "label", chunk_rows=100, sample_rows=150)
     parts = stream.stream_splits(0.2, 0.1, seed=0)
+    assert stream.labels is None and parts.train.rows is None  # no per-row state
     assert (len(parts.train), len(parts.val), len(parts.test)) == (700, 200, 100)
-    assert parts.train.rows.dtype == np.int32
-    np.testing.assert_array_equal(np.bincount(stream.labels[parts.test.rows]), [10, 30, 60])
-    every = np.concatenate([parts.train.rows, parts.val.rows, parts.test.rows])
-    np.testing.assert_array_equal(np.sort(every), np.arange(n))
+    assert len(parts.train.sample) == 150
+    rows = [stream.part_rows(p) for p in range(3)]
+    code = {"maybe": 0, "no": 1, "yes": 2}
+    np.testing.assert_array_equal(np.bincount([code[v] for v in labels[rows[2]]]), [10, 30, 60])
+    np.testing.assert_array_equal(np.sort(np.concatenate(rows)), np.arange(n))
+    again = CsvStream(tmp_path / "t.csv", "label", chunk_rows=64)
+    again.stream_splits(0.2, 0.1, seed=0)
+    np.testing.assert_array_equal(again.part_rows(2), rows[2])  # chunking does not matter
+    other = CsvStream(tmp_path / "t.csv", "label", chunk_rows=100)
+    other.stream_splits(0.2, 0.1, seed=1)
+    assert not np.array_equal(other.part_rows(2), rows[2])  # the seed does
+    ds = parts.train.tf_dataset(64, training=True, seed=0, epoch=0)
+    ys = np.concatenate([y.numpy() for _, y in ds])
+    np.testing.assert_array_equal(np.bincount(ys), [70, 210, 420])
+    np.testing.assert_array_equal(ys, np.concatenate(
+        [y.numpy() for _, y in parts.train.tf_dataset(64, training=True, seed=0, epoch=0)]))
+    balanced = parts.train.tf_dataset(700, training=True, seed=0, epoch=0,
+                                      class_weight="balanced")
+    _, y, w = next(iter(balanced))
+    np.testing.assert_allclose(w.numpy()[y.numpy() == 0], 700 / (3 * 70), rtol=1e-6)
+
+
+def test_permutation_is_a_bijection():
+    from kflow.data.streaming import _permute
+
+    for n in (1, 2, 3, 17, 1000, 4097):
+        np.testing.assert_array_equal(np.sort(_permute(np.arange(n), n, 7, 2)), np.arange(n))

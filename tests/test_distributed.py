@@ -152,9 +152,10 @@ def test_kill_9_of_a_worker_then_the_same_command_resumes_each_epoch_once(tmp_pa
     waited = time.monotonic() - start
     _finish(procs[victim])
     assert rc == 3, (kill_after, victim, err[-2000:])
-    # TensorFlow notices a dead peer by its missing heartbeats or by a refused connection.
+    # TensorFlow notices a dead peer by its missing heartbeats, a refused or a closed connection.
     assert re.search(rf"kflow: error: worker {1 - victim} of 2 lost its peers \(worker "
-                     rf"{victim} (stopped sending heartbeats|refused the connection); "
+                     rf"{victim} (stopped sending heartbeats|refused the connection|closed the "
+                     r"connection); "
                      r"TensorFlow: \w+Error\)\. Start the same command again on every worker "
                      "to resume", err), err[-2000:]
     assert waited < 60, waited
@@ -234,6 +235,9 @@ def test_worker_argv_adds_the_strategy_and_drops_workers():
      "to remote host: Connection refused", "worker 0 refused the connection"),
     ("... ipv4:10.0.0.9:5555: Failed to connect to remote host: Connection refused",
      "the worker at 10.0.0.9:5555 refused the connection"),
+    ("{{function_node __wrapped__CollectiveReduceV2_Nordering_token_1_device_/job:worker/"
+     "replica:0/task:1/device:CPU:0}} Collective ops is aborted by: Socket closed",
+     "worker 0 closed the connection"),
 ])
 def test_lost_peer_detail_names_the_worker(text, detail):
     import tensorflow as tf

@@ -137,6 +137,18 @@ CHECKED_ONLY = {
     ("README.md", "kflow train digits-cnn --set ema=true --set grad_accumulation=4 "
                   "--profile-steps 10:20"):
         "a full training; tests/test_training_features.py checks EMA, accumulation, profile",
+    ("README.md", "kflow train digits-transfer"):
+        "a pretraining and a 60-epoch training; tests/test_transfer.py and "
+        "tests/test_shipped_recipes.py train it shortened",
+    ("README.md", "kflow train digits-transfer --set backbone=none"):
+        "a full training; tests/test_transfer.py trains it shortened against the transfer run",
+    ("README.md", "kflow train digits-cnn --set backbone=runs/digits-pretrain-1a2b3c4d "
+                  "--set freeze_epochs=5"):
+        "names a placeholder run; tests/test_transfer.py trains from a run directory",
+    ("README.md", "kflow train images --set path=photos/ --set backbone=MobileNetV3Small "
+                  "--set backbone_weights=mobilenet_v3_small_notop.h5 --set freeze_epochs=5"):
+        "needs photos and a weights file; tests/test_transfer.py builds MobileNetV3Small "
+        "from a weights file it writes",
     ("README.md", "kflow train images --set path=photos/ --set image_size=64"):
         "needs a folder of photos; tests/test_streaming_recipes.py trains it on generated "
         "images from the CLI",

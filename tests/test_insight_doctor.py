@@ -20,7 +20,11 @@ from kflow.run import GRAD_NORMS_COLUMNS, read_run
 from tests.conftest import run_cli
 
 LAYERS = [("hidden_0_dense", "Dense"), ("hidden_0_bn", "BatchNormalization"),
-          ("hidden_1_dense", "Dense"), ("probabilities", "Dense")]
+          ("hidden_1_dense", "Dense"),
+          # recurrent layers as kflow's blocks name them (Keras cells are logged as `Layer`)
+          ("rnn_0/simple_rnn_cell", "Layer"), ("lstm_0/lstm_cell", "Layer"),
+          ("bigru_0", "Bidirectional"),
+          ("probabilities", "Dense")]
 
 
 def make_run(path, *, loss, val_loss=None, grads=None, accuracy=None, dead=None,
@@ -88,6 +92,12 @@ def _decay(start, end, n):
     return list(np.geomspace(start, end, n))
 
 
+def _spike(n=12, at=7, value=200.0):
+    """Norms of 1 with one spike of `value` (total: 142x its median, between the thresholds
+    for recurrent nets, 1e2, and other nets, 1e3)."""
+    return [value if i == at else 1.0 for i in range(n)]
+
+
 CASES = {
     # name: (make_run kwargs, expected finding ids)
     "healthy": (dict(loss=_decay(2.0, 0.2, 8), val_loss=_decay(1.8, 0.25, 8),
@@ -130,6 +140,17 @@ CASES = {
                          val_loss=[1.5, 1.0, 0.8, 0.7, 0.75, 0.85, 0.95, 1.1, 1.2, 1.3],
                          accuracy=(1.0, 0.8)),
                     {"overfitting"}),
+    # A SimpleRNN whose total gradient norm spikes 200x its median in one step: the
+    # recurrent "cliff" (an MLP with the same spike is not flagged, see below).
+    "exploding_recurrent": (dict(loss=[2.0, 1.8, 1.7, 1.6, 1.55, 1.5],
+                                 val_loss=[2.0, 1.8, 1.7, 1.6, 1.55, 1.5],
+                                 grads={"rnn_0/simple_rnn_cell": _spike(),
+                                        "probabilities": _spike(value=20.0)}),
+                            {"exploding_gradients"}),
+    "vanishing_recurrent": (dict(loss=[2.30, 2.30, 2.29, 2.29, 2.29], val_loss=[2.3] * 5,
+                                 grads={"lstm_0/lstm_cell": [1e-9] * 10,
+                                        "probabilities": [0.5] * 10}),
+                            {"vanishing_gradients"}),
     "underfitting": (dict(loss=[2.30, 2.10, 2.05, 2.04, 2.035, 2.03],
                           val_loss=[2.3, 2.1, 2.06, 2.05, 2.04, 2.04], accuracy=(0.3, 0.3)),
                      {"underfitting"}),
@@ -297,3 +318,98 @@ def test_doctor_cli_on_a_missing_directory_is_one_line(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == (
         f"kflow: error: Run directory '{tmp_path / 'nope'}' does not exist.")
+
+
+# -- the recurrent case of exploding/vanishing gradients ---------------------------------
+
+
+def _set_model(run, **settings):
+    """Adds model settings (e.g. digits-rnn's `cell`) to a `make_run` directory's config."""
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["model"].update(settings)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return run
+
+
+def test_recurrent_layers_are_recognized_by_name_or_kind():
+    layers = ["rnn_0/simple_rnn_cell", "lstm_1", "bigru_0", "forward_lstm_0/lstm_cell",
+              "encoder_1/attention", "hidden_0_dense", "conv1_conv", "probabilities",
+              "my_recurrent"]
+    kinds = {"my_recurrent": "LSTM", "bigru_0": "Bidirectional"}
+    assert doctor.recurrent_layers(layers, kinds) == [
+        "rnn_0/simple_rnn_cell", "lstm_1", "bigru_0", "forward_lstm_0/lstm_cell",
+        "my_recurrent"]
+    assert doctor.recurrent_layers(["hidden_0_dense", "group_norm", "probabilities"], {}) == []
+
+
+def test_exploding_simple_rnn_advice_is_clipping_then_lstm_gru_then_shorter(tmp_path):
+    kwargs, _ = CASES["exploding_recurrent"]
+    run = _set_model(make_run(tmp_path / "r", **kwargs, config={"learning_rate": 0.5}),
+                     cell="rnn")
+    (f,) = diagnose_run(run)
+    assert f.id == "exploding_gradients"
+    assert "reached 201 at step 71 (epoch 4), 142x its median" in f.evidence
+    assert "backpropagation through time" in f.why
+    assert f.advice[0].startswith("Clip the gradients (--set global_clipnorm=1.0)")
+    assert "rnn_0/simple_rnn_cell" in f.advice[0]
+    assert "--set learning_rate=0.05" in f.advice[1]
+    assert any("LSTM or GRU cells instead of SimpleRNN (--set cell=lstm or --set cell=gru)"
+               in tip for tip in f.advice)
+    assert any("shorter sequences" in tip for tip in f.advice)
+    assert f.data["recurrent_layers"] == ["rnn_0/simple_rnn_cell"]
+
+
+def test_the_same_spike_in_an_mlp_is_not_exploding(tmp_path):
+    kwargs, _ = CASES["exploding_recurrent"]
+    grads = {"hidden_0_dense": _spike(), "probabilities": _spike(value=20.0)}
+    findings = diagnose_run(make_run(tmp_path / "r", **{**kwargs, "grads": grads}))
+    assert [f.id for f in findings] == ["healthy"]
+    assert doctor.EXPLODING_SPIKE_RECURRENT < 142 < doctor.EXPLODING_SPIKE
+
+
+def test_exploding_lstm_with_clipping_on_says_clip_lower_and_keeps_the_cell(tmp_path):
+    grads = {"lstm_0/lstm_cell": _decay(1, 1e4, 12), "probabilities": _decay(1, 1e4, 12)}
+    run = make_run(tmp_path / "r", loss=[2.0, 1.9, 1.85, 1.8, 1.78, 1.75],
+                   val_loss=[2.0, 1.9, 1.9, 1.8, 1.8, 1.7], grads=grads,
+                   config={"global_clipnorm": 1.0})
+    (f,) = diagnose_run(_set_model(run, cell="lstm"))
+    assert f.id == "exploding_gradients"
+    assert f.advice[0].startswith("Clipping is on (global_clipnorm=1)")
+    assert "--set global_clipnorm=0.5" in f.advice[0]
+    assert not any("instead of SimpleRNN" in tip for tip in f.advice)
+    assert any("shorter sequences" in tip for tip in f.advice)
+
+
+def test_exploding_rnn_known_from_the_config_alone(tmp_path):
+    """A NaN loss without gradient logs: the config's `cell` says it is recurrent."""
+    kwargs, _ = CASES["exploding_nan"]
+    run = make_run(tmp_path / "r", **{**kwargs, "grads": None})
+    (f,) = diagnose_run(_set_model(run, cell="rnn"))
+    assert f.title == "Exploding gradients (NaN/Inf loss)"
+    assert f.advice[0].startswith("Clip the gradients (--set global_clipnorm=1.0): in a "
+                                  "recurrent network (SimpleRNN)")
+    assert any("--set cell=lstm" in tip for tip in f.advice)
+
+
+def test_vanishing_in_a_recurrent_net_suggests_gates_and_shorter_sequences(tmp_path):
+    kwargs, _ = CASES["vanishing_recurrent"]
+    run = make_run(tmp_path / "r", **kwargs, config={"activation": "tanh"})
+    (f,) = diagnose_run(_set_model(run, window=48))
+    assert f.id == "vanishing_gradients" and "lstm_0/lstm_cell" in f.evidence
+    text = " ".join(f.advice)
+    assert "--set window=24" in text and "shorter sequences" in text
+    assert "instead of SimpleRNN" not in text  # it is an LSTM already
+    assert "ReLU instead of" not in text  # the MLP advice does not apply
+    assert "backpropagation through time" in f.why
+    simple = make_run(tmp_path / "s", **{**kwargs, "grads": {
+        "rnn_0/simple_rnn_cell": [1e-9] * 10, "probabilities": [0.5] * 10}})
+    (g,) = diagnose_run(simple)
+    assert any("LSTM or GRU cells instead of SimpleRNN" in tip for tip in g.advice)
+
+
+def test_mlp_advice_is_unchanged_by_the_recurrent_case(tmp_path):
+    kwargs, _ = CASES["exploding_growth"]
+    (f,) = diagnose_run(make_run(tmp_path / "r", **kwargs))
+    assert f.advice[0].startswith("Use a smaller learning rate")
+    assert not any("SimpleRNN" in tip or "sequences" in tip for tip in f.advice)
+    assert "recurrent_layers" not in f.data

@@ -75,6 +75,8 @@ def _extra_sets(name: str, tmp_path) -> list[str]:
     if name == "tabular":
         return ["--set", f"path={_students_csv(tmp_path / 'students.csv')}",
                 "--set", "target=result"]
+    if name == "digits-transfer":  # its digits 0-4 run: one epoch, kept out of the cwd
+        return ["--set", f"pretrain_dir={tmp_path / 'pretrain'}", "--set", "pretrain_epochs=1"]
     return []
 
 

@@ -6,9 +6,10 @@ from kflow import LayerChoices, Recipe, hp
 from kflow.blocks.layers import conv_block, dense_block
 from kflow.data import load_sklearn
 from kflow.data.augmentation import Augmentations, augment
+from kflow.recipe.transfer import TransferLearning
 
 
-class DigitsCNN(LayerChoices, Recipe):
+class DigitsCNN(TransferLearning, LayerChoices, Recipe):
     """Conv blocks (conv -> BN -> ReLU, max-pool) then a dense block on 8x8x1 digits."""
 
     name = "digits-cnn"

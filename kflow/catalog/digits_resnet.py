@@ -5,9 +5,10 @@ import dataclasses
 from kflow import LayerChoices, Recipe, hp
 from kflow.blocks.layers import conv_block, residual_block
 from kflow.data import load_sklearn
+from kflow.recipe.transfer import TransferLearning
 
 
-class DigitsResNet(LayerChoices, Recipe):
+class DigitsResNet(TransferLearning, LayerChoices, Recipe):
     """A ResNet-style CNN: stem conv, residual blocks with identity shortcuts, global pooling."""
 
     name = "digits-resnet"

@@ -16,9 +16,10 @@ from kflow.blocks.attention import (
 )
 from kflow.data import Dataset, load_sklearn
 from kflow.errors import ConfigError
+from kflow.recipe.transfer import TransferLearning
 
 
-class DigitsViT(Recipe):
+class DigitsViT(TransferLearning, Recipe):
     """Patches -> linear embedding (+ CLS token) + positions -> Transformer encoder -> pool."""
 
     name = "digits-vit"

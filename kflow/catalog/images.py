@@ -17,9 +17,10 @@ import dataclasses
 from kflow import LayerChoices, Recipe, hp
 from kflow.blocks.layers import conv_block, dense_block
 from kflow.errors import ConfigError
+from kflow.recipe.transfer import TransferLearning
 
 
-class ImageFolderCNN(LayerChoices, Recipe):
+class ImageFolderCNN(TransferLearning, LayerChoices, Recipe):
     """Conv stages (two convs + max-pool each), global pooling, a dense block."""
 
     name = "images"

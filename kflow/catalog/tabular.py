@@ -99,8 +99,9 @@ class Tabular(LayerChoices, Recipe):
                 "regularizer": "l2", "regularizer_strength": 0.01, "learning_rate": 3e-3}
 
     # -- data -----------------------------------------------------------------
-    path = hp.Str("", group="data", doc="The CSV or Parquet file (relative paths: from the "
-                  "YAML file's folder).")
+    path = hp.Str("", group="data", doc="The CSV or Parquet file, or TFRecord files of "
+                  "tf.train.Example rows (a .tfrecord file, a folder or a glob of them; always "
+                  "streamed); relative paths: from the YAML file's folder.")
     target = hp.Str("", group="data", doc="The label column.")
     features = ColumnList(None, nullable=True, group="data",
                           doc="Feature columns (none: all columns but target/split_column).")
@@ -123,10 +124,12 @@ class Tabular(LayerChoices, Recipe):
                            doc="A column of per-row loss weights (>= 0), not a feature.")
     streaming = hp.Bool(False, group="data",
                         doc="Read a CSV file in chunks each epoch instead of loading it "
-                        "(tables larger than memory; see kflow.data.streaming).")
+                        "(tables larger than memory; see kflow.data.streaming). TFRecord "
+                        "input is always streamed.")
     sample_rows = hp.Int(100_000, low=100, group="data",
-                         doc="Streaming: training rows the preprocessing is fitted on.",
-                         requires={"streaming": (True,)})
+                         doc="Streaming (and TFRecord input): training rows the "
+                         "preprocessing is fitted on.",
+                         requires={"streaming": (True,)}, strict_requires=False)
     task = hp.Choice("auto", TARGET_TASKS, group="data",
                      doc="auto: classes for text or few whole numbers, else regression.")
     # -- model ----------------------------------------------------------------
@@ -157,10 +160,14 @@ class Tabular(LayerChoices, Recipe):
                 "label column). Set them in a YAML file (recipe: tabular, path: data.csv, "
                 "target: label) or with --set path=data.csv --set target=label."
             )
-        if self.streaming:
-            from kflow.data.streaming import CsvStream
+        from kflow.data.tfrecord import is_tfrecord_path
 
-            return CsvStream(
+        tfrecord = is_tfrecord_path(self.data_path())
+        if self.streaming or tfrecord:  # TFRecord files are always streamed
+            from kflow.data.streaming import CsvStream
+            from kflow.data.tfrecord import TFRecordStream
+
+            return (TFRecordStream if tfrecord else CsvStream)(
                 self.data_path(), self.target, features=self.features,
                 column_types=self.column_types, missing=self.missing,
                 missing_by_column=self.missing_by_column, fill_value=self.fill_value,

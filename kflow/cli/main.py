@@ -13,6 +13,7 @@ from kflow.cli import compare as compare_cmd
 from kflow.cli import cv as cv_cmd
 from kflow.cli import doctor as doctor_cmd
 from kflow.cli import export as export_cmd
+from kflow.cli import inspect_model as inspect_cmd
 from kflow.cli import lr_find as lr_find_cmd
 from kflow.cli import predict as predict_cmd
 from kflow.cli import recipes as recipes_cmd
@@ -30,6 +31,7 @@ COMMANDS = {
     "report": report_cmd,
     "compare": compare_cmd,
     "lr-find": lr_find_cmd,
+    "inspect": inspect_cmd,
     "tune": tune_cmd,
     "export": export_cmd,
     "serve": serve_cmd,
@@ -48,6 +50,7 @@ examples:
   kflow doctor runs/digits-cnn-1a2b3c4d  what went wrong and what to change
   kflow compare runs/a runs/b            curves and metrics side by side
   kflow lr-find digits-cnn               suggest a learning rate (range test)
+  kflow inspect lecture-mlp --set hidden_layers=12   activation spread per layer at init
   kflow train my.yaml --epochs 5         a YAML file: 'recipe: NAME' plus overrides
   kflow cv breast-cancer-mlp --folds 5   k-fold cross-validation, mean ± std
   kflow export RUN_DIR --tflite all      SavedModel for TF Serving, TFLite variants

@@ -70,7 +70,7 @@ def __getattr__(name: str) -> Any:
         from kflow.data.training_augmentation import TrainingAugmentation
 
         return TrainingAugmentation
-    if name in ("streaming", "sequence", "text"):  # submodules named in the docs
+    if name in ("streaming", "tfrecord", "sequence", "text"):  # submodules named in the docs
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")

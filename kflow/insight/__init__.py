@@ -8,6 +8,8 @@ callback or plot is first used.
 - Callbacks: `GradientNormLogger` (grad_norms.csv, history, TensorBoard),
   `DeadUnitMonitor`, `LearningRateLogger`, `NanGuard`.
 - `diagnose_run` (the doctor), `write_report`, `compare_runs`, `lr_find`.
+- `activation_stats` / `recipe_activation_stats`: per-layer activation mean,
+  variance and saturation on a probe batch (`kflow inspect RECIPE`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ _EXPORTS = {
     "write_report": "kflow.insight.report",
     "compare_runs": "kflow.insight.compare",
     "lr_find": "kflow.insight.lr_finder",
+    "activation_stats": "kflow.insight.activation_stats",
+    "recipe_activation_stats": "kflow.insight.activation_stats",
+    "ActivationStats": "kflow.insight.activation_stats",
     "LRFinderResult": "kflow.insight.lr_finder",
 }
 

@@ -37,12 +37,22 @@ tested and tuned in one place):
 
 "First"/"last" layer: the input-most and output-most layers with weights
 in `grad_norms.csv`, skipping normalization layers.
+
+Recurrent networks (a layer of `grad_norms.csv` named or kinded as an LSTM,
+GRU or SimpleRNN, e.g. `lstm_0`, `rnn_0/simple_rnn_cell`, `bigru_0`; or a
+`cell` setting in the config) get the recurrent remedies in the advice of
+`exploding_gradients` and `vanishing_gradients`: backpropagation through
+time multiplies the gradient by the same recurrent weights at every step,
+so the cures are gradient clipping (exploding), LSTM/GRU instead of
+SimpleRNN and shorter sequences. For them, a spike of the total gradient
+norm to >= `EXPLODING_SPIKE_RECURRENT`x its median is already exploding.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +68,7 @@ __all__ = [
     "DEAD_RELU_FRACTION", "OSCILLATION_FRACTION", "OSCILLATION_MIN_RISE",
     "SMALL_IMPROVEMENT", "UPDATE_RATIO_LOW", "OVERFIT_VAL_RISE", "OVERFIT_ACCURACY_GAP",
     "UNDERFIT_LOSS_FRACTION", "FLAT_IMPROVEMENT", "MIN_EPOCHS", "EXPLODING_SPIKE",
-    "ABOVE_CHANCE",
+    "ABOVE_CHANCE", "EXPLODING_SPIKE_RECURRENT", "recurrent_layers",
 ]
 
 SEVERITIES = ("error", "warning", "info")
@@ -99,6 +109,22 @@ ABOVE_CHANCE = 1.2
 #: A first epoch's mean training loss this many times the chance level: the first
 #: steps threw the weights far off (with the last loss still above chance: too large).
 FIRST_EPOCH_BLOWUP = 10.0
+
+#: The same for a recurrent network, whose gradient "cliffs" (one step that multiplies the
+#: gradient by the recurrent weights over the whole sequence) are the lecture's explosion.
+#: Healthy recurrent runs stay within a few times their median (digits-rnn, SimpleRNN at
+#: learning_rate=0.5 unclipped: 2.3x), and clipped runs log the clipped norms.
+EXPLODING_SPIKE_RECURRENT = 1e2
+
+#: Name tokens (split at `/`, `_`, digits) and Keras kinds of recurrent layers.
+_RECURRENT_TOKENS = frozenset({"lstm", "gru", "rnn", "bilstm", "bigru", "birnn", "simplernn",
+                               "convlstm"})
+_RECURRENT_KINDS = frozenset({"LSTM", "GRU", "SimpleRNN", "RNN", "LSTMCell", "GRUCell",
+                              "SimpleRNNCell", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D",
+                              "ConvLSTM3D"})
+#: Values of a `cell` (or `encoder`) setting that name a recurrent cell, and its Keras layer.
+_CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN", "simple_rnn": "SimpleRNN",
+               "simplernn": "SimpleRNN"}
 
 _NORMALIZATION_KINDS = ("BatchNormalization", "LayerNormalization", "GroupNormalization",
                         "UnitNormalization", "Normalization")
@@ -156,6 +182,20 @@ def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def _name_tokens(name: str) -> set[str]:
+    return {t for t in re.split(r"[^a-z]+", name.lower()) if t}
+
+
+def recurrent_layers(layers: list[str], kinds: dict[str, str]) -> list[str]:
+    """The recurrent layers among `grad_norms.csv`'s layers (by kind or by name).
+
+    `rnn_0/simple_rnn_cell`, `lstm_0`, `bigru_1`, `forward_lstm_0` (Keras
+    cells may be recorded with the kind `Layer`, so the name counts too).
+    """
+    return [name for name in layers
+            if kinds.get(name, "") in _RECURRENT_KINDS or _name_tokens(name) & _RECURRENT_TOKENS]
+
+
 def _finite(values: list[float]) -> list[float]:
     return [v for v in values if v is not None and math.isfinite(v)]
 
@@ -200,6 +240,33 @@ class _Context:
     def has(self, key: str) -> bool:
         return key in self.cfg
 
+    @property
+    def recurrent(self) -> list[str]:
+        """The run's recurrent layers (from grad_norms.csv); `["<cell>"]` when only the
+        config says so (a `cell` setting naming lstm/gru/rnn), `[]` for other networks."""
+        if self.grads:
+            found = recurrent_layers(list(self.grads.layers), self.grads.kinds)
+            if found:
+                return found
+        cell = self.cell
+        return [cell] if cell else []
+
+    @property
+    def cell(self) -> str | None:
+        """The Keras recurrent layer the config selects (`LSTM`, `GRU`, `SimpleRNN`), if any."""
+        for key in ("cell", "encoder"):
+            value = self.cfg.get(key)
+            if isinstance(value, str) and value.lower() in _CELL_NAMES:
+                return _CELL_NAMES[value.lower()]
+        if self.grads:  # from the layer names: rnn_0/simple_rnn_cell, lstm_0, bigru_0
+            tokens = set().union(*(_name_tokens(n) for n in self.grads.layers))
+            for token, cell in (("lstm", "LSTM"), ("gru", "GRU"), ("bilstm", "LSTM"),
+                                ("bigru", "GRU"), ("rnn", "SimpleRNN"), ("birnn", "SimpleRNN"),
+                                ("simplernn", "SimpleRNN")):
+                if token in tokens:
+                    return cell
+        return None
+
     def lr_text(self) -> str:
         lr = self.hp("learning_rate")
         return f"learning_rate={_fmt(lr)}" if lr is not None else "the learning rate"
@@ -218,7 +285,54 @@ def _init_text(c: _Context) -> str:
     return f"{init} (--set initializer=...)" if init and init not in _SCALED_INITS else ""
 
 
+def _recurrent_where(c: _Context) -> str:
+    layers = c.recurrent
+    names = ", ".join(layers[:3]) + (", ..." if len(layers) > 3 else "")
+    return f"a recurrent network ({names})"
+
+
+def _advice_cell(c: _Context) -> str | None:
+    """LSTM/GRU instead of SimpleRNN, when the run uses SimpleRNN (or says nothing)."""
+    cell = c.cell
+    if cell in ("LSTM", "GRU"):
+        return None
+    how = (" (--set cell=lstm or --set cell=gru)" if c.has("cell") else "")
+    return (f"Use LSTM or GRU cells instead of SimpleRNN{how}: their gates add the state "
+            "instead of multiplying it by the recurrent weights at every step, so the "
+            "gradient survives long sequences.")
+
+
+def _advice_shorter(c: _Context) -> str:
+    window = c.hp("window")
+    how = (f" (e.g. --set window={max(2, int(window) // 2)})"
+           if isinstance(window, int) and window > 2 else "")
+    return (f"Use shorter sequences{how}, or truncated backpropagation through time: the "
+            "gradient is multiplied by the recurrent weights once per step, so fewer steps "
+            "mean fewer factors.")
+
+
+def _advice_clip_recurrent(c: _Context) -> str:
+    clip = c.hp("global_clipnorm") or c.hp("clipnorm")
+    if clip:
+        key = "global_clipnorm" if c.hp("global_clipnorm") else "clipnorm"
+        return (f"Clipping is on ({key}={_fmt(clip)}) and the run still blew up: clip lower "
+                f"(--set {key}={_fmt(clip / 2)}) and lower the learning rate.")
+    return ("Clip the gradients (--set global_clipnorm=1.0): in " + _recurrent_where(c)
+            + " backpropagation through time multiplies the gradient by the same recurrent "
+            "weights at every step, and clipping caps the step a spike can cause.")
+
+
+def _advice_vanishing_recurrent(c: _Context) -> list[str]:
+    tips = [t for t in (_advice_cell(c), _advice_shorter(c)) if t]
+    if c.hp("scaling") == "none":
+        tips.append("Normalize the inputs (--set scaling=standard): saturated tanh/sigmoid "
+                    "gates pass almost no gradient.")
+    return tips
+
+
 def _advice_vanishing(c: _Context) -> list[str]:
+    if c.recurrent:
+        return _advice_vanishing_recurrent(c)
     tips = []
     act = c.hp("activation")
     if act in ("sigmoid", "tanh", "softsign", "hard_sigmoid"):
@@ -248,6 +362,12 @@ def _advice_vanishing(c: _Context) -> list[str]:
 
 def _advice_exploding(c: _Context) -> list[str]:
     lr = c.hp("learning_rate")
+    if c.recurrent:
+        tips = [_advice_clip_recurrent(c)]
+        tips.append(f"Use a smaller learning rate (e.g. --set learning_rate={_fmt(lr / 10)})"
+                    if lr else "Use a smaller learning rate.")
+        tips += [t for t in (_advice_cell(c), _advice_shorter(c)) if t]
+        return tips
     tips = [f"Use a smaller learning rate (e.g. --set learning_rate={_fmt(lr / 10)})"
             if lr else "Use a smaller learning rate."]
     if not c.hp("global_clipnorm") and not c.hp("clipnorm"):
@@ -266,6 +386,11 @@ def _advice_exploding(c: _Context) -> list[str]:
         tips.append("Normalize the inputs (--set scaling=standard): large raw values give "
                     "large gradients.")
     return tips
+
+
+_WHY_RECURRENT = (" In a recurrent network the depth is the sequence: backpropagation "
+                  "through time multiplies the gradient by the same recurrent weights once "
+                  "per step, so it grows or shrinks like a power of those weights.")
 
 
 # -- rules ------------------------------------------------------------------------
@@ -298,7 +423,8 @@ def _rule_exploding(c: _Context) -> Finding | None:
         if len(finite) >= 3:
             median = float(np.median([v for v, _ in finite]))
             peak, at = max(finite)
-            if median > 0 and peak / median >= EXPLODING_SPIKE:
+            spike = EXPLODING_SPIKE_RECURRENT if c.recurrent else EXPLODING_SPIKE
+            if median > 0 and peak / median >= spike:
                 epoch = epoch or g.epochs[TOTAL][at] + _epoch_shift(g)
                 data["spike"] = peak / median
                 evidence.append(
@@ -335,8 +461,10 @@ def _rule_exploding(c: _Context) -> Finding | None:
         evidence=_sentence(evidence),
         why="When gradients are multiplied by large weights and derivatives at every layer "
             "they grow exponentially with depth; the updates w <- w - eta * grad then "
-            "overshoot, the loss diverges and numbers overflow to Inf/NaN.",
-        advice=_advice_exploding(c), epoch=epoch, data=data,
+            "overshoot, the loss diverges and numbers overflow to Inf/NaN."
+            + (_WHY_RECURRENT if c.recurrent else ""),
+        advice=_advice_exploding(c), epoch=epoch,
+        data={**data, **({"recurrent_layers": c.recurrent} if c.recurrent else {})},
     )
 
 
@@ -396,10 +524,12 @@ def _rule_vanishing(c: _Context) -> Finding | None:
         why="Backpropagation multiplies the gradient by each layer's weights and activation "
             "derivative; when these are small (sigmoid/tanh saturate, small initial "
             "weights) the product shrinks toward 0, so w_new ~ w_old: the early layers "
-            "barely learn and training slows down or stops.",
+            "barely learn and training slows down or stops."
+            + (_WHY_RECURRENT if c.recurrent else ""),
         advice=_advice_vanishing(c), epoch=epoch,
         data={"first_layer": first, "last_layer": last, "first_norm": med_first,
-              "last_norm": med_last, "ratio": median},
+              "last_norm": med_last, "ratio": median,
+              **({"recurrent_layers": c.recurrent} if c.recurrent else {})},
     )
 
 

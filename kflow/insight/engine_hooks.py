@@ -91,8 +91,11 @@ class InsightHooks:
             from kflow.insight.confusion import confusion_matrix
             test = getattr(splits, "test", None)
             if test is not None and test.task in ("multiclass", "binary"):
-                cm = confusion_matrix(model, test.x, test.y, test.task, test.class_names,
-                                      batch_size=max(batch_size, 256))
+                if getattr(test, "rows", 0) is None:  # a hashed streamed split: the whole split
+                    cm = test.confusion_matrix(model, max(batch_size, 256))
+                else:
+                    cm = confusion_matrix(model, test.x, test.y, test.task, test.class_names,
+                                          batch_size=max(batch_size, 256))
                 if cm is not None:
                     RunDir(self.run_dir).write_json(RunDir(self.run_dir).confusion, cm)
             self.report()

@@ -26,7 +26,7 @@ DPI = 80
 #: Layers named in a legend at most (the others are drawn, unnamed).
 MAX_LEGEND = 12
 _INSIGHT_PREFIXES = ("grad_norm/", "dead_relu/")
-_NOT_METRICS = ("epoch", "learning_rate", "lr")
+_NOT_METRICS = ("epoch", "learning_rate", "lr", "phase")
 
 
 def _pyplot():
@@ -99,6 +99,23 @@ def history_metrics(history: dict[str, list[float]]) -> list[str]:
     return sorted(names, key=lambda k: (k != "loss", k))
 
 
+def phase_boundary(history: dict[str, list[float]]) -> int | None:
+    """The first fine-tuning epoch of a transfer run (`phase` 1 -> 2), or `None`."""
+    phase = history.get("phase") or []
+    epochs = epoch_numbers(history, len(phase))
+    for e, before, now in zip(epochs[1:], phase, phase[1:], strict=False):
+        if before == 1 and now == 2:
+            return int(e)
+    return None
+
+
+def _mark_phase(ax, history: dict[str, list[float]]) -> None:
+    """A vertical line where fine-tuning starts (transfer runs)."""
+    start = phase_boundary(history)
+    if start is not None:
+        ax.axvline(start - 0.5, color="0.4", lw=1, ls="-.", label=f"fine-tuning (epoch {start})")
+
+
 def _log_if_wide(ax, values: list[float]) -> None:
     finite = [v for v in values if v is not None and math.isfinite(v) and v > 0]
     if len(finite) > 1 and max(finite) / min(finite) > 100:
@@ -126,6 +143,7 @@ def plot_learning_curves(history: dict[str, list[float]]) -> bytes | None:
             ax.axvline(bad[0], color="red", lw=1, ls=":", label=f"NaN/Inf (epoch {bad[0]})")
         if name == "loss":
             _log_if_wide(ax, values)
+        _mark_phase(ax, history)
         ax.set_title(name)
         _epoch_axis(ax)
         ax.grid(alpha=0.3)
@@ -201,6 +219,7 @@ def plot_learning_rate(history: dict[str, list[float]]) -> bytes | None:
         ax.set_ylim(0, 2 * max(finite) or 1)
         ax.set_title(f"learning rate (constant {finite[0]:.3g})")
     _log_if_wide(ax, lr)
+    _mark_phase(ax, history)
     ax.grid(alpha=0.3)
     _margins(fig, left=0.8, bottom=0.55, top=0.35)
     return _png(fig)

@@ -56,6 +56,28 @@ def _num(v: Any) -> str:
     return f"{v:.4f}" if math.isfinite(v) and 1e-3 <= abs(v) < 1e4 else f"{v:.3g}"
 
 
+def _phases_html(history: dict[str, list[float]], metrics: dict[str, Any]) -> str:
+    """A transfer run's two phases (`history.csv`'s `phase` column), or ""."""
+    from kflow.insight.plots import phase_boundary
+
+    if "phase" not in history:
+        return ""
+    tune = metrics.get("fine_tune") or {}
+    start = phase_boundary(history)
+    epochs = len(history["phase"])
+    frozen = f"epochs 1-{start - 1}" if start else f"epochs 1-{epochs}"
+    text = f"Transfer learning: backbone frozen in {frozen} (phase 1)"
+    if start:
+        layers = tune.get("fine_tune_layers") or 0
+        text += (f"; fine-tuning starts at epoch {start} (phase 2: "
+                 f"{'the top ' + str(layers) + ' backbone layers' if layers else 'all layers'} "
+                 f"trainable, learning rate x {tune.get('fine_tune_lr_scale', '?')})")
+    backbone = (metrics.get("transfer") or {}).get("backbone")
+    if backbone:
+        text += f". Backbone: {backbone}"
+    return f"<p class='note'>{html.escape(text)}.</p>"
+
+
 def _metrics_table(metrics: dict[str, Any]) -> str:
     splits = [s for s in ("train", "val", "test") if isinstance(metrics.get(s), dict)]
     if not splits:
@@ -119,7 +141,7 @@ def render_report(run: Run, findings: list[Finding]) -> str:
         "<h2>Doctor's findings</h2>", _findings_html(findings),
         "<h2>Final metrics</h2>", _metrics_table(run.metrics),
         baselines_html(run.metrics or {}),
-        "<h2>Learning curves</h2>",
+        "<h2>Learning curves</h2>", _phases_html(h, run.metrics or {}),
         embed_png(plots.plot_learning_curves(h), "learning curves")
         or "<p class='note'>No history.</p>",
         "<h2>Gradient norms per layer</h2>",

@@ -43,6 +43,7 @@ BUILTIN_MODULES = (
     "kflow.catalog.lecture_step_size",
     "kflow.catalog.digits_rnn",
     "kflow.catalog.digits_vit",
+    "kflow.catalog.digits_transfer",
     "kflow.catalog.text_classifier",
     "kflow.catalog.sequence_forecast",
     "kflow.catalog.images",

@@ -13,6 +13,7 @@ asks a `RunDir` (`rd.config`, `rd.report`, ...) or reads through
 | `history.csv`          | HistoryCSV       | one row per epoch (`epoch` counts from 1) |
 | `grad_norms.csv`       | grad-norm logger | per logged step and layer: norms, ratio   |
 | `backup/`              | backup callback  | resume state; removed once finished       |
+| `backup/fine_tune/`    | trainer          | transfer runs: the fine-tuning phase's state |
 | `checkpoints/best.keras` | checkpoint     | the best epoch's model (plain Keras)      |
 | `tensorboard/`         | TensorBoard      | event files                               |
 | `model.keras`          | trainer          | the final model (plain Keras)             |
@@ -48,6 +49,7 @@ STATUS = "status.json"
 HISTORY = "history.csv"
 GRAD_NORMS = "grad_norms.csv"
 BACKUP = "backup"
+FINE_TUNE_BACKUP = "fine_tune"
 CHECKPOINTS = "checkpoints"
 BEST = "best.keras"
 TENSORBOARD = "tensorboard"
@@ -118,6 +120,8 @@ class RunDir:
     history = property(lambda self: self.path / HISTORY)
     grad_norms = property(lambda self: self.path / GRAD_NORMS)
     backup = property(lambda self: self.path / BACKUP)
+    #: The fine-tuning phase's backup of a transfer run (its optimizer differs).
+    fine_tune_backup = property(lambda self: self.path / BACKUP / FINE_TUNE_BACKUP)
     checkpoints = property(lambda self: self.path / CHECKPOINTS)
     best_checkpoint = property(lambda self: self.path / CHECKPOINTS / BEST)
     tensorboard = property(lambda self: self.path / TENSORBOARD)

@@ -479,9 +479,10 @@ def worker_run(trainer: Any, cluster: Cluster, *, run_dir: Any, runs_root: Any,
 def _peer_error_detail(exc: BaseException, cluster: Cluster | None = None) -> str:
     """What TensorFlow's error says about the lost peer, in a few words.
 
-    Two ways a dead peer shows: the coordination service's heartbeat check
-    names its task, or a collective fails to connect to its address (which
-    TF_CONFIG maps back to a worker number).
+    Three ways a dead peer shows: the coordination service's heartbeat check
+    names its task, a collective fails to connect to its address (which
+    TF_CONFIG maps back to a worker number), or an open collective's socket
+    is closed under it.
     """
     import re
 
@@ -497,6 +498,11 @@ def _peer_error_detail(exc: BaseException, cluster: Cluster | None = None) -> st
         index = _task_index_of(cluster, host, port) if cluster is not None else None
         who = f"worker {index}" if index is not None else f"the worker at {host}:{port}"
         return f"{who} refused the connection; TensorFlow: {type(exc).__name__}"
+    if re.search(r"Socket closed|Connection reset by peer|Broken pipe", text):
+        # The message names only the local task; with two workers the peer is the other one.
+        who = (f"worker {1 - cluster.index}" if cluster is not None and cluster.num_workers == 2
+               else "a peer")
+        return f"{who} closed the connection; TensorFlow: {type(exc).__name__}"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0][:160] if lines else 'collective failed'}"
 

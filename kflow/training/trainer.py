@@ -38,6 +38,7 @@ CALLBACK_ORDER = (
     "nan_guard",        # first: stops (and restores) before anything records a NaN epoch
     "ema_weights",      # swaps the EMA weights in at epoch end (and out at the next start)
     "lr_logger",        # adds `lr` to the logs
+    "fine_tune_phase",  # transfer runs: adds `phase` (1 backbone frozen, 2 fine-tuning)
     "lr_plateau",       # after the rate of the epoch is logged: lowers it on a plateau
     "dead_units",       # adds dead-unit fractions to the logs
     "grad_norms",       # adds gradient norms to the logs, writes grad_norms.csv
@@ -269,14 +270,19 @@ class Trainer:
     def steps_per_epoch(self, part: Any) -> int:
         return math.ceil(len(part) / self.batch_size(part))
 
-    def build_optimizer(self, steps_per_epoch: int, learning_rate: float | None = None) -> Any:
-        """The recipe's optimizer and schedule (`learning_rate` forces a constant rate)."""
+    def build_optimizer(self, steps_per_epoch: int, learning_rate: float | None = None,
+                        *, scale: float = 1.0) -> Any:
+        """The recipe's optimizer and schedule (`learning_rate` forces a constant rate).
+
+        `scale` multiplies the rate (the whole schedule): the fine-tuning phase
+        of a transfer run.
+        """
         from kflow.optim.optimizers import build_optimizer
         from kflow.optim.schedules import build_schedule
 
         h = self.hparams
-        lr = learning_rate if learning_rate is not None else build_schedule(
-            h["lr_schedule"], h["learning_rate"], steps_per_epoch=steps_per_epoch,
+        lr = learning_rate * scale if learning_rate is not None else build_schedule(
+            h["lr_schedule"], h["learning_rate"] * scale, steps_per_epoch=steps_per_epoch,
             epochs=h["epochs"], warmup_epochs=h["warmup_epochs"], decay_rate=h["decay_rate"],
             decay_epochs=h["decay_epochs"],
         )
@@ -299,28 +305,37 @@ class Trainer:
         """
         from kflow.insight.engine_hooks import wrap_model
         from kflow.training.accelerator import precision_policy
-        from kflow.training.distributed import adapt_model
 
-        steps = self.steps_per_epoch(train)
+        prepare = getattr(self.recipe, "prepare_backbone", None)
+        if prepare is not None:  # transfer: may pretrain a run first (outside any scope)
+            prepare(log=self.say)
         with self.strategy.scope():
             with precision_policy(self.hparams["precision"]):
                 model = self.recipe.build_model(train)
             if insight:
                 model = wrap_model(model, self.hparams.get("grad_log_every", 0))
-            from kflow.training.features import smoothed_loss
+        self._compile(model, train, learning_rate)
+        return model
 
+    def _compile(self, model: Any, train: Any, learning_rate: float | None = None, *,
+                 scale: float = 1.0) -> None:
+        """Compiles `model` with the recipe's loss, metrics and a new optimizer."""
+        from kflow.training.distributed import adapt_model
+        from kflow.training.features import smoothed_loss
+
+        steps = self.steps_per_epoch(train)
+        with self.strategy.scope():
             loss, metrics, one_hot = smoothed_loss(
                 train.task, self.hparams["label_smoothing"], self.recipe.loss(train.task),
                 self.recipe.metrics(train.task))
             self._one_hot = train.num_classes if one_hot else 0
             model.compile(
-                optimizer=self.build_optimizer(steps, learning_rate),
+                optimizer=self.build_optimizer(steps, learning_rate, scale=scale),
                 loss=loss, metrics=metrics,
                 steps_per_execution=self._steps_per_execution(steps),
                 jit_compile=self.hparams["jit_compile"],
             )
         adapt_model(model, self.strategy)  # multi-worker, multi-step with replicas
-        return model
 
     def _steps_per_execution(self, steps_per_epoch: int) -> int:
         from kflow.training.accelerator import is_tpu_strategy, tpu_steps_per_execution
@@ -382,6 +397,11 @@ class Trainer:
                                probe_x=train.x, log=self.say)
         named: dict[str, Any] = dict(insight.named_callbacks())
         named["shuffle_epoch"] = self._epoch_key.callback()
+        plan = self.fine_tune_plan()
+        if plan is not None:
+            from kflow.recipe.transfer import phase_logger
+
+            named["fine_tune_phase"] = phase_logger(plan.freeze_epochs)
         if rd is not None:
             if resuming:
                 truncate_history(rd.history, _backup_epoch(rd))
@@ -406,50 +426,122 @@ class Trainer:
                 rd.backup, callbacks=[cb for cb in (stopper, named["best_checkpoint"]) if cb]
                 + resumable)
         ordered = [named[k] for k in CALLBACK_ORDER if k in named]
+        self.callback_slots = named  # {slot: callback} of the last fit (profiling names them)
         self._insight = insight
         return ordered + list(user), stopper
+
+    def fine_tune_plan(self) -> Any:
+        """The recipe's frozen/fine-tuning phases (`kflow.recipe.transfer`), or `None`."""
+        plan = getattr(self.recipe, "fine_tune_plan", None)
+        return plan() if plan is not None else None
 
     def fit(self, model: Any, train: Any, val: Any = None, *, rd: RunDir | None = None,
             resuming: bool = False, user_callbacks: Sequence[Any] = (),
             verbose: int | None = None) -> FitOutcome:
-        """Trains `model` on `train` (validating on `val`) with the recipe's callbacks."""
-        train_ds = self.dataset(train, training=True)  # before the callbacks: its EpochKey
-        from kflow.training.callbacks import backup_state
+        """Trains `model` on `train` (validating on `val`) with the recipe's callbacks.
 
-        state = backup_state(rd.backup) if (rd is not None and resuming) else None
+        A transfer recipe with `freeze_epochs` trains in two phases, both
+        here: epochs 1..freeze_epochs with the backbone frozen (compiled with
+        the recipe's optimizer), then the backbone unfrozen (all or its top
+        `fine_tune_layers`) and the model compiled again with a new optimizer
+        at `fine_tune_lr_scale` times the rate, which continues the step
+        count (schedules and gradient logs go on) and the epoch numbers
+        (`history.csv` is one table, with a `phase` column). Early stopping
+        watches the fine-tuning phase only. Each phase keeps its own backup
+        (`RunDir.backup`, `RunDir.fine_tune_backup`), since their optimizers
+        differ: a resumed run continues in the phase its latest backup
+        belongs to.
+        """
+        train_ds = self.dataset(train, training=True)  # before the callbacks: its EpochKey
+        plan = self.fine_tune_plan()
+        state = _resume_state(rd) if (rd is not None and resuming) else None
         initial_epoch = state.epochs_done if state else 0
         epochs = initial_epoch if (state and state.stopped) else self.hparams["epochs"]
         callbacks, stopper = self.callbacks(train, has_val=val is not None, rd=rd,
                                             resuming=resuming, user=user_callbacks)
         from kflow.training.callbacks import wait_for_writes
 
+        val_ds = self.dataset(val, training=False) if val is not None else None
+        verbose = self.verbose if verbose is None else verbose
         start = time.perf_counter()
+        logs: dict[str, list[float]] = {}
+
+        def run_fit(cbs: list[Any], end: int, begin: int) -> None:
+            hist = model.fit(train_ds, validation_data=val_ds, epochs=end, initial_epoch=begin,
+                             callbacks=cbs, verbose=verbose, shuffle=False)
+            for k, vals in hist.history.items():
+                logs.setdefault(k, []).extend(float(v) for v in vals)
+
         try:
-            keras_history = model.fit(
-                train_ds,
-                validation_data=self.dataset(val, training=False) if val is not None else None,
-                epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
-                verbose=self.verbose if verbose is None else verbose, shuffle=False,
-            )
+            if plan is None:
+                run_fit(callbacks, epochs, initial_epoch)
+            else:
+                self._fit_phases(model, train, plan, callbacks, stopper,
+                                 rd if resuming else None, run_fit, rd)
         finally:
             wait_for_writes()  # the callbacks' background backup writes (even after a crash)
         from kflow.run import read_history
 
-        history = read_history(rd.history) if rd is not None else {
-            k: [float(v) for v in vals] for k, vals in keras_history.history.items()}
+        history = read_history(rd.history) if rd is not None else logs
         history.pop("epoch", None)
         epochs_run = len(next(iter(history.values()), []))
         outcome = FitOutcome(history=history, epochs_run=epochs_run,
                              seconds=time.perf_counter() - start, best_epoch=epochs_run,
                              extra=self._insight.extra_metrics())
-        if stopper is not None:
-            outcome.stopped_early = stopper.stopped_epoch > 0
+        if stopper is not None and hasattr(stopper, "best_epoch"):  # (it ran: not only
+            outcome.stopped_early = stopper.stopped_epoch > 0      # a frozen phase)
             outcome.stop_reason = stopper.message
             if stopper.best_epoch is not None:
                 outcome.best_epoch = stopper.best_epoch + 1
         if outcome.extra.get("stop_reason"):
             outcome.stop_reason = outcome.extra.pop("stop_reason")
+        if plan is not None:
+            outcome.extra["fine_tune"] = {
+                "freeze_epochs": plan.freeze_epochs, "fine_tune_layers": plan.layers,
+                "fine_tune_lr_scale": plan.lr_scale,
+                "first_fine_tune_epoch": plan.freeze_epochs + 1
+                if plan.freeze_epochs < self.hparams["epochs"] else None}
         return outcome
+
+    def _fit_phases(self, model: Any, train: Any, plan: Any, callbacks: list[Any],
+                    stopper: Any, resumed: RunDir | None, run_fit: Any,
+                    rd: RunDir | None) -> None:
+        """The frozen phase, then the fine-tuning phase (see `fit`).
+
+        `resumed`: the run directory when resuming (its backups say where to go on).
+        """
+        from kflow.training.callbacks import ResumableBackup, backup_state
+        from kflow.training.callbacks.history_csv import HistoryCSV
+
+        total = self.hparams["epochs"]
+        freeze = min(plan.freeze_epochs, total)
+        phase_two = backup_state(resumed.fine_tune_backup) if resumed is not None else None
+        if phase_two is None:  # the frozen phase (or its backup only, when it is done)
+            first = backup_state(resumed.backup) if resumed is not None else None
+            self.recipe.set_phase(model, 1)
+            self._compile(model, train)
+            done = first.epochs_done if first else 0
+            run_fit([cb for cb in callbacks if cb is not stopper],
+                    done if (first and first.stopped) else freeze, done)
+            if model.stop_training or (first and first.stopped) or freeze >= total:
+                return  # stopped (NaN guard), or no fine-tuning epoch asked for
+        steps_done = int(model.optimizer.iterations.numpy())
+        self.recipe.set_phase(model, 2)
+        self._compile(model, train, scale=plan.lr_scale)
+        model.optimizer.build(model.trainable_variables)
+        model.optimizer.iterations.assign(steps_done)  # schedules and grad logs continue
+        self.say(f"fine-tuning from epoch {freeze + 1}: backbone "
+                 f"{'top ' + str(plan.layers) + ' layers' if plan.layers else 'all layers'} "
+                 f"trainable, learning rate x {plan.lr_scale:g}")
+        phase_cbs = []
+        for cb in callbacks:
+            if isinstance(cb, ResumableBackup) and rd is not None:
+                cb = ResumableBackup(rd.fine_tune_backup, callbacks=cb.callbacks)
+            elif isinstance(cb, HistoryCSV):
+                cb.append = True  # one history.csv across the phases
+            phase_cbs.append(cb)
+        begin = phase_two.epochs_done if phase_two else freeze
+        run_fit(phase_cbs, begin if (phase_two and phase_two.stopped) else total, begin)
 
     def evaluate(self, model: Any, parts: Mapping[str, Any]) -> dict[str, dict[str, float]]:
         """`{part name: {metric: value}}` for each part that is not `None`."""
@@ -621,9 +713,14 @@ def _target_stats(train: Any) -> dict[str, float] | None:
     return {"mean": float(np.mean(y)), "std": float(np.std(y))}
 
 
-def _backup_epoch(rd: RunDir) -> int:
-    """Epochs the backup holds (0 without one)."""
+def _resume_state(rd: RunDir) -> Any:
+    """The latest backup: of the fine-tuning phase when there is one, else the run's."""
     from kflow.training.callbacks import backup_state
 
-    state = backup_state(rd.backup)
+    return backup_state(rd.fine_tune_backup) or backup_state(rd.backup)
+
+
+def _backup_epoch(rd: RunDir) -> int:
+    """Epochs the backup holds (0 without one)."""
+    state = _resume_state(rd)
     return state.epochs_done if state else 0
