@@ -70,7 +70,9 @@ def test_streaming_run_from_the_cli_recipe(tmp_path):
                                                "grad_log_every=0"],
                       run_dir=tmp_path / "run", verbose=0)
     assert 0 <= run.metrics["test"]["accuracy"] <= 1
-    assert "baselines" not in run.metrics  # a streamed table is taken as huge
+    linear = run.metrics["baselines"]["linear"]  # fitted on the stream's training sample:
+    assert linear["train_rows"] == run.info["num_train"]  # here all of the small split
+    assert "sampled_from" not in linear and 0 <= linear["test"]["accuracy"] <= 1
 
 
 def test_large_files_use_the_hashed_stratified_split(tmp_path, monkeypatch):

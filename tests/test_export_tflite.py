@@ -214,3 +214,26 @@ def test_int8_digits_cnn_is_small_and_within_one_point():
     assert v["int8"]["size_bytes"] <= 0.30 * v["float32"]["size_bytes"]
     assert abs(v["int8"]["accuracy"] - v["float32"]["accuracy"]) <= 0.01
     assert v["float32"]["accuracy"] > 0.97 and v["int8"]["passed"] and v["float32"]["passed"]
+
+
+def test_a_variant_the_recipe_does_not_offer_is_skipped_by_all_and_refused_by_name(tmp_path):
+    """lecture-step-size declines int8 (`Recipe.tflite_not_offered`), with its reason."""
+    import kflow
+    from kflow.cli.main import main
+    from kflow.errors import ConfigError
+
+    run = kflow.train("lecture-step-size", run_dir=tmp_path / "run", epochs=3, verbose=0)
+    info = json.loads((run.run_dir / "run.json").read_text())
+    assert "12 % of the MAE" in info["tflite_not_offered"]["int8"]
+    with pytest.raises(ConfigError, match=r"TFLite int8 is not offered for lecture-step-size: "
+                                          r"a linear model .* Offered: float32, float16, "
+                                          r"dynamic\. Nothing was exported\."):
+        export_run(run.run_dir, base=tmp_path / "base", tflite="float32,int8")
+    assert not (tmp_path / "base").exists() and not (run.run_dir / "export").exists()
+    assert main(["export", str(run.run_dir), "--tflite", "int8", "--base",
+                 str(tmp_path / "base"), "--quiet"]) == 2
+    result = export_run(run.run_dir, base=tmp_path / "base", tflite="all", warmup_rows=0)
+    tfl = result.report["tflite"]
+    assert sorted(tfl["variants"]) == ["dynamic", "float16", "float32"]
+    assert set(tfl["not_offered"]) == {"int8"}
+    assert sorted(result.tflite_files) == ["dynamic", "float16", "float32"]

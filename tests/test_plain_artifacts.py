@@ -28,7 +28,7 @@ EXAMPLE_YAML = REPO / "recipes" / "example_tabular" / "example.yaml"
 #: recipe -> --set arguments keeping one epoch small.
 RECIPES = {
     "digits-mlp": ["grad_log_every=2"],
-    "digits-cnn": ["augmentation=rotation,zoom,contrast", "filters=4", "stages=1",
+    "digits-cnn": ["augmentation=rotation,zoom,contrast,translation", "filters=4", "stages=1",
                    "dense_units=8", "grad_log_every=2"],
     "digits-resnet": ["filters=4", "stages=1", "blocks_per_stage=1"],
     "breast-cancer-mlp": [],

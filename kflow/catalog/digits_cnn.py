@@ -24,8 +24,10 @@ class DigitsCNN(TransferLearning, LayerChoices, Recipe):
                          search=(32, 256, "log"))
     # No flips: a mirrored 2, 3 or 7 is not a digit.
     augmentation = Augmentations(
-        "none", allowed=("rotation", "zoom", "contrast", "crop"),
-        doc="Training-only image augmentation, e.g. rotation,zoom (identity at inference).")
+        "none", allowed=("rotation", "zoom", "contrast", "crop", "translation"),
+        doc="Training-only image augmentation, e.g. translation or rotation,zoom (identity "
+            "at inference). On these 8x8 images translation (+-1 pixel) shrinks the "
+            "train/validation gap; rotation, zoom and crop, which blur them, do not.")
 
     def load_data(self):
         return load_sklearn("digits", images=True)

@@ -13,12 +13,13 @@ class MyImages(kflow.Recipe):
 ```
 
 The layers (`RandomFlip`, `RandomRotation`, `RandomZoom`, `RandomCrop`,
-`RandomContrast`) draw new transformations at every training step. They are
-wrapped in a `TrainingAugmentation` layer that runs them only in training,
-so inference (`predict`, `evaluate`, `model(x)`, the exported SavedModel and
-TFLite) has no augmentation op and served predictions are deterministic. A
-run's saved `model.keras` leaves the wrapper out altogether (it is identity at
-inference), so plain Keras opens it without kflow.
+`RandomContrast`, `RandomTranslation`) draw new transformations at every
+training step. They are wrapped in a `TrainingAugmentation` layer that runs
+them only in training, so inference (`predict`, `evaluate`, `model(x)`, the
+exported SavedModel and TFLite) has no augmentation op and served predictions
+are deterministic. A run's saved `model.keras` leaves the wrapper out
+altogether (it is identity at inference), so plain Keras opens it without
+kflow.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ AUGMENTATIONS = {
     "zoom": "zoom in or out by up to strength (RandomZoom)",
     "crop": "crop a random (1 - strength) window, resized back (RandomCrop + Resizing)",
     "contrast": "scale the contrast by up to 1 +- 2 * strength (RandomContrast)",
+    "translation": "shift by up to +-strength of the height and width, at least one pixel, "
+                   "filling with zeros (RandomTranslation)",
 }
 
 
@@ -110,11 +113,14 @@ def augmentation_layers(
     Args:
         names: Augmentation names (see `AUGMENTATIONS`), a list or a
             comma-separated string; "none" for no layers.
-        image_size: `(height, width)` of the images (for "crop").
+        image_size: `(height, width)` of the images (for "crop" and
+            "translation").
         value_range: `(low, high)` of the raw pixel values, which
             `RandomContrast` clips to. Defaults to `(0, 255)`.
         strength: How strong each augmentation is (see `AUGMENTATIONS`).
-            Defaults to 0.1.
+            Defaults to 0.1. "translation" shifts by at least one pixel
+            whatever the strength: on an 8x8 image, 0.1 of the side would be
+            a sub-pixel shift, which only blurs it.
         seed: Base seed; layer i uses `seed + i`. Defaults to `None`.
     """
     import keras
@@ -147,6 +153,12 @@ def augmentation_layers(
         elif name == "contrast":
             layers.append(keras.layers.RandomContrast(
                 strength * 2, value_range=tuple(value_range), seed=s, name="augment_contrast"))
+        elif name == "translation":
+            # Fractions of the side; zeros come in at the border (the background of a
+            # digit, the padding of the classic pad-and-crop shift).
+            layers.append(keras.layers.RandomTranslation(
+                max(strength, 1 / height), max(strength, 1 / width), fill_mode="constant",
+                seed=s, name="augment_translation"))
         else:
             raise ConfigError(
                 f"Unknown augmentation '{name}'{did_you_mean(name, list(AUGMENTATIONS))}. "

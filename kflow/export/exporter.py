@@ -264,6 +264,7 @@ class _Plan:
     rep_x: Any
     parity_x: Any
     rows_source: str
+    not_offered: dict[str, str] = field(default_factory=dict)
 
 
 def export_run(
@@ -346,6 +347,12 @@ def _plan(run_dir: Path, base: Any, name: str | None, version: int | None, overw
     if task not in ("multiclass", "binary", "regression"):
         raise RunError(f"Run directory '{run_dir}' has no run.json with the task; "
                        "re-run its training command to complete it.")
+    variants, not_offered = _offered_variants(variants, tflite, run.info)
+    for variant, why in not_offered.items():
+        say(f"TFLite {variant} is not offered for this recipe ({why}); skipped")
+    if not serving and not variants:
+        raise ConfigError("Nothing to export: serving is off and no --tflite variant the "
+                          "recipe offers was given.")
     name = name or default_model_name(run)
     mb = None
     if serving:
@@ -386,7 +393,32 @@ def _plan(run_dir: Path, base: Any, name: str | None, version: int | None, overw
     return _Plan(run_dir=run_dir, name=name, task=task,
                  class_names=run.info.get("class_names") or None, variants=variants, base=mb,
                  data=data, model=model, layout=layout, rep_x=rep_x, parity_x=parity_x,
-                 rows_source=rows_source)
+                 rows_source=rows_source, not_offered=not_offered)
+
+
+def _offered_variants(variants: list[str], spec: Any, info: dict[str, Any]
+                      ) -> tuple[list[str], dict[str, str]]:
+    """Drops the variants the run's recipe does not offer (`Recipe.tflite_not_offered`).
+
+    With `all` they are skipped (and said why); asked for by name, they are an
+    error that says why and lists what the recipe offers.
+    """
+    declined = {k: str(v) for k, v in (info.get("tflite_not_offered") or {}).items()}
+    skipped = {v: declined[v] for v in variants if v in declined}
+    if not skipped:
+        return variants, {}
+    items = [spec] if isinstance(spec, str) else list(spec or [])
+    asked_all = any(s.strip() == "all" for item in items for s in str(item).split(","))
+    offered = [v for v in variants if v not in declined]
+    if not asked_all:
+        from kflow.export.tflite import TFLITE_VARIANTS
+
+        variant, why = next(iter(skipped.items()))
+        allowed = [v for v in TFLITE_VARIANTS if v not in declined]
+        raise ConfigError(
+            f"TFLite {variant} is not offered for {info.get('recipe', 'this recipe')}: {why}. "
+            f"Offered: {', '.join(allowed)}. Nothing was exported.")
+    return offered, skipped
 
 
 def _build_and_publish(plan: _Plan, version: int | None, overwrite: bool,
@@ -433,6 +465,8 @@ def _build_and_publish(plan: _Plan, version: int | None, overwrite: bool,
                     p.data, p.rep_x, opts.int8_io, opts.tflite_preprocessing,
                     opts.max_accuracy_drop, opts.max_error_increase,
                     opts.representative_samples, opts.latency_samples, say)
+                if p.not_offered:
+                    report["tflite"]["not_offered"] = dict(p.not_offered)
                 failure = _gate_failure(p.task, report["tflite"]["variants"],
                                         opts.max_accuracy_drop, opts.max_error_increase,
                                         _int8_hint(p.model, report["tflite"]))

@@ -79,6 +79,10 @@ class Recipe:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    #: TFLite variants this recipe's models do not convert well, with the reason
+    #: (`{"int8": "..."}`): recorded in `run.json`; `kflow export --tflite all`
+    #: skips them and asking for one by name is an error that says why.
+    tflite_not_offered: ClassVar[dict[str, str]] = {}
 
     # -- optimizer ------------------------------------------------------------
     optimizer = Choice(

@@ -679,6 +679,8 @@ class Trainer:
             "num_test": len(splits.test) if splits.test is not None else 0,
             "strategy": describe_strategy(self.strategy),
             "batch_size": self.batch_size(train), "steps_per_epoch": self.steps_per_epoch(train),
+            **({"tflite_not_offered": dict(self.recipe.tflite_not_offered)}
+               if self.recipe.tflite_not_offered else {}),
         }
 
     def _describe(self, splits: Any) -> str:
