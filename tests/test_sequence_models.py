@@ -231,6 +231,20 @@ def test_text_saved_model_takes_raw_strings(runs, tmp_path):
     out = outputs["probabilities"].numpy()[:, 1]  # [P(negative), P(positive)]
     np.testing.assert_allclose(out, run.model.predict(
         tf.constant(docs), verbose=0).reshape(-1), atol=1e-5)
+    # The TF Serving REST API, raw strings in both formats (row and columnar).
+    from kflow.serve import ServerOptions, ServerThread
+    from kflow.serve.client import Client
+
+    with ServerThread(tmp_path / "exp", ServerOptions(port=0, poll_seconds=0)) as server:
+        client = Client(server.url)
+        rows = client.request("POST", "/v1/models/text:predict",
+                              {"instances": [{"text": d} for d in docs]})["predictions"]
+        cols = client.request("POST", "/v1/models/text:predict",
+                              {"inputs": {"text": docs}})["outputs"]
+    np.testing.assert_allclose([r["probabilities"][1] for r in rows], out, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(cols["probabilities"])[:, 1], out, atol=1e-5)
+    assert [r["class_name"] for r in rows] == [n.decode() for n in
+                                               outputs["class_name"].numpy()]
     info = json.loads((run.run_dir / "export" / "export.json").read_text())
     assert info["tflite"]["preprocessing"] == "sidecar"
     assert info["tflite"]["variants"]["float32"]["max_abs_diff_vs_keras"] < 1e-4
