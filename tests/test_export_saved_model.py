@@ -364,3 +364,15 @@ def test_regression_gate_uses_relative_mae():
     failure = _gate_failure("regression", variants, 1.0, 5.0)
     assert str(failure).startswith("TFLite int8 MAE 11 is 10.0% above float32; the gate "
                                    "allows 5% (--max-error-increase).")
+
+
+def test_export_options_by_name_or_object_and_unknown_names_listed(tmp_path):
+    from kflow.export import ExportOptions
+
+    with pytest.raises(TypeError, match=r"export_run\(\) got unknown option\(s\) bogus\. "
+                                        r"Valid options: int8_io, max_accuracy_drop, "):
+        export_run(tmp_path, bogus=1)
+    assert ExportOptions.resolve(None, {"warmup_rows": 0}).warmup_rows == 0
+    opts = ExportOptions(warmup_rows=2)
+    assert ExportOptions.resolve(opts, {"int8_io": True}) == ExportOptions(warmup_rows=2,
+                                                                          int8_io=True)

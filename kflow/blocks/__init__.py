@@ -23,6 +23,7 @@ from kflow.blocks.initializers import (
 from kflow.blocks.layers import (
     LayerStyle,
     conv_block,
+    conv_stages,
     dense_block,
     dense_residual_block,
     residual_block,
@@ -38,6 +39,7 @@ __all__ = [
     "UniformFanIn",
     "activation_layer",
     "conv_block",
+    "conv_stages",
     "dense_block",
     "dense_residual_block",
     "get_initializer",

@@ -331,6 +331,44 @@ def conv_block(
     return _dropout(x, style, f"{name}_dropout")
 
 
+def conv_stages(
+    x: keras.KerasTensor,
+    stages: int,
+    filters: int,
+    style: LayerStyle | dict[str, Any] | None,
+    name: str = "stage",
+) -> keras.KerasTensor:
+    """Adds `stages` VGG-style stages: two `conv_block`s each, the second max-pooled.
+
+    Stage `s` has `filters * 2**s` channels, and its convolutions run
+    without dropout (the style's dropout is for the dense layers after them).
+
+    Example:
+
+    >>> inputs = keras.Input((8, 8, 1))
+    >>> x = conv_stages(inputs, 2, 16, LayerStyle(batchnorm="before"))
+
+    Args:
+        x: Input tensor `(batch, height, width, channels)`.
+        stages: Number of stages (each halves the height and width).
+        filters: Channels of the first stage.
+        style: A `LayerStyle`, a dict of its fields, or `None` for `LayerStyle()`.
+        name: Prefix of the layer names (`{name}0_conv0`, `{name}0_conv1`, ...).
+            Defaults to `"stage"`.
+
+    Returns:
+        The output tensor.
+    """
+    import dataclasses
+
+    conv_style = dataclasses.replace(_check_style(style), dropout=0.0)
+    for stage in range(stages):
+        f = filters * 2**stage
+        x = conv_block(x, f, conv_style, f"{name}{stage}_conv0")
+        x = conv_block(x, f, conv_style, f"{name}{stage}_conv1", pool="max")
+    return x
+
+
 def _finish_residual(y, shortcut, style: LayerStyle, name: str):
     """Add -> activation -> (BatchNorm if "after") -> (Dropout)."""
     import keras

@@ -1,9 +1,7 @@
 """digits-cnn: a small convolutional network on scikit-learn's 8x8 digits."""
 
-import dataclasses
-
 from kflow import LayerChoices, Recipe, hp
-from kflow.blocks.layers import conv_block, dense_block
+from kflow.blocks.layers import conv_stages, dense_block
 from kflow.data import load_sklearn
 from kflow.data.augmentation import Augmentations, augment
 from kflow.recipe.transfer import TransferLearning
@@ -41,10 +39,6 @@ class DigitsCNN(TransferLearning, LayerChoices, Recipe):
         import keras
 
         style = self.layer_style()
-        conv_style = dataclasses.replace(style, dropout=0.0)
-        for stage in range(self.stages):
-            f = self.filters * 2**stage
-            x = conv_block(x, f, conv_style, f"stage{stage}_conv0")
-            x = conv_block(x, f, conv_style, f"stage{stage}_conv1", pool="max")
+        x = conv_stages(x, self.stages, self.filters, style)
         x = keras.layers.Flatten(name="flatten")(x)
         return dense_block(x, self.dense_units, style, "dense")

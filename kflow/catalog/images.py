@@ -12,10 +12,8 @@ fitted on a sample of the training images and saved inside the model.
 
 from __future__ import annotations
 
-import dataclasses
-
 from kflow import LayerChoices, Recipe, hp
-from kflow.blocks.layers import conv_block, dense_block
+from kflow.blocks.layers import conv_stages, dense_block
 from kflow.errors import ConfigError
 from kflow.recipe.transfer import TransferLearning
 
@@ -70,10 +68,6 @@ class ImageFolderCNN(TransferLearning, LayerChoices, Recipe):
         import keras
 
         style = self.layer_style()
-        conv_style = dataclasses.replace(style, dropout=0.0)
-        for stage in range(self.stages):
-            f = self.filters * 2**stage
-            x = conv_block(x, f, conv_style, f"stage{stage}_conv0")
-            x = conv_block(x, f, conv_style, f"stage{stage}_conv1", pool="max")
+        x = conv_stages(x, self.stages, self.filters, style)
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
         return dense_block(x, self.dense_units, style, "dense")

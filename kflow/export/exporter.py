@@ -228,14 +228,9 @@ class ExportOptions:
     @classmethod
     def resolve(cls, options: ExportOptions | None, values: dict[str, Any]) -> ExportOptions:
         """`options` (or the defaults) with `values` replaced; unknown names are an error."""
-        import dataclasses
+        from kflow._options import resolve_options
 
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise TypeError(f"export_run() got unknown option(s) {', '.join(unknown)}. "
-                            f"Valid options: {', '.join(names)}.")
-        opts = dataclasses.replace(options or cls(), **values)
+        opts = resolve_options(cls, options, values, "export_run()")
         opts.validate()
         return opts
 

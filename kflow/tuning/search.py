@@ -178,14 +178,9 @@ class TuneOptions:
     @classmethod
     def resolve(cls, options: TuneOptions | None, values: dict[str, Any]) -> TuneOptions:
         """`options` (or the defaults) with `values` replaced; unknown names are an error."""
-        import dataclasses
+        from kflow._options import resolve_options
 
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise TypeError(f"tune() got unknown option(s) {', '.join(unknown)}. "
-                            f"Valid options: {', '.join(names)}.")
-        return dataclasses.replace(options or cls(), **values)
+        return resolve_options(cls, options, values, "tune()")
 
 
 def tune(
