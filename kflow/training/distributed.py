@@ -504,7 +504,10 @@ def _peer_error_detail(exc: BaseException, cluster: Cluster | None = None) -> st
                else "a peer")
         return f"{who} closed the connection; TensorFlow: {type(exc).__name__}"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0][:160] if lines else 'collective failed'}"
+    detail = f"{type(exc).__name__}: {lines[0][:160] if lines else 'collective failed'}"
+    if cluster is not None and cluster.num_workers == 2:  # the peer is the other worker
+        return f"worker {1 - cluster.index} is unreachable; TensorFlow: {detail}"
+    return detail
 
 
 def _task_index_of(cluster: Cluster, host: str, port: str) -> int | None:
