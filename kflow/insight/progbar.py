@@ -39,29 +39,26 @@ class CompactProgbar(keras.callbacks.ProgbarLogger):
 
     def __init__(self):
         super().__init__()
-        self._epoch_start_step: int | None = None
+        self._epoch_start_rows: int | None = None
 
     @staticmethod
     def _compact(logs):
         return {k: v for k, v in (logs or {}).items() if not is_detail_key(k)}
 
-    def _iterations(self) -> int | None:
-        optimizer = getattr(self.model, "optimizer", None)
-        if optimizer is None:
-            return None
-        return int(keras.ops.convert_to_numpy(optimizer.iterations))
+    def _rows(self) -> int | None:
+        """Rows the model's gradient statistics recorded so far (`None`: not recording)."""
+        state = getattr(self.model, "grad_stats", None)
+        return None if state is None else state.rows
 
     def _logged_a_step(self) -> bool:
         """Whether the gradient logger recorded a step in this epoch (True if unknown)."""
-        every = getattr(self.model, "grad_log_every", 0)
-        start, end = self._epoch_start_step, self._iterations()
-        if not every or start is None or end is None:
+        start, end = self._epoch_start_rows, self._rows()
+        if start is None or end is None:
             return True
-        first = -(-start // every) * every  # the first logged step >= start (0-based)
-        return first < end
+        return end > start
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start_step = self._iterations()
+        self._epoch_start_rows = self._rows()
         super().on_epoch_begin(epoch, logs)
 
     def on_train_batch_end(self, batch, logs=None):

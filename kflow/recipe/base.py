@@ -171,8 +171,9 @@ class Recipe:
         doc="Train steps fused per tf.function call (0: chosen automatically).",
     )
     grad_log_every = Int(
-        10, low=0, group="training",
-        doc="Log per-layer gradient norms, update ratios and dead ReLUs every N steps (0: off).",
+        32, low=0, group="training",
+        doc="Log per-layer gradient norms, update ratios and dead ReLUs every N steps "
+            "(0: off); automatic steps_per_execution is at most N.",
     )
     precision = Choice(
         "float32", ["float32", "mixed_float16", "mixed_bfloat16"], group="training",

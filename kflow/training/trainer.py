@@ -343,7 +343,12 @@ class Trainer:
         if not self.hparams["steps_per_execution"] and is_tpu_strategy(self.strategy):
             return tpu_steps_per_execution(steps_per_epoch)
         # With several replicas, multi-step runs through kflow.training.distributed.adapt_model.
-        return self.hparams["steps_per_execution"] or auto_steps_per_execution(steps_per_epoch)
+        if self.hparams["steps_per_execution"]:
+            return self.hparams["steps_per_execution"]
+        # Gradient statistics are recorded at the first step of a call: a call
+        # spans no more steps than the recording interval asks for.
+        every = self.hparams.get("grad_log_every", 0) or steps_per_epoch
+        return auto_steps_per_execution(min(steps_per_epoch, every))
 
     def dataset(self, part: Any, *, training: bool) -> Any:
         """A tf.data pipeline of `part`: shuffled batches for training, else in order."""
