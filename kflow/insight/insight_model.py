@@ -28,7 +28,6 @@ they are not saved to `.keras` files or checkpoints.
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -160,7 +159,6 @@ class _GradStatsState:
 
     def record_gradients(self, grads_and_vars) -> None:
         """Stores the norms of the applied gradients (called inside the optimizer)."""
-        import tensorflow as tf
 
         local = self.local
         if not getattr(local, "active", False):
