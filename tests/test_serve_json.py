@@ -364,3 +364,57 @@ def test_batching_parameters_file():
         BatchingOptions(max_batch_size=32, allowed_batch_sizes=(8, 16)).validate()
     with pytest.raises(ConfigError, match="Could not parse"):
         BatchingOptions.from_text_proto("max_batch_size: 3")
+
+
+# ------------------------------------------------------------------ the orjson fast path
+
+def _exact(body):
+    """parse_json without the orjson fast path (the standard-library path alone)."""
+    saved, jt._orjson_loads = jt._orjson_loads, None
+    try:
+        return jt.parse_json(body)
+    except ServingError as exc:
+        return ("error", exc.code, exc.message)
+    finally:
+        jt._orjson_loads = saved
+
+
+def _fast(body):
+    try:
+        return jt.parse_json(body)
+    except ServingError as exc:
+        return ("error", exc.code, exc.message)
+
+
+def test_the_serving_extra_installs_the_fast_parser():
+    assert jt._orjson_loads is not None, "orjson (kflow[serving]) is not importable"
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True, allow_infinity=True)
+    | st.integers(min_value=-(1 << 70), max_value=1 << 70)
+    | st.sampled_from([(1 << 63) - 1, 1 << 63, (1 << 64) - 1, 1 << 64, -(1 << 63),
+                       -(1 << 63) - 1, 10 ** 18, 10 ** 19])
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,
+                                                                 max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=_JSON_VALUES, key=st.sampled_from(["instances", "inputs", "x"]),
+       tail=st.sampled_from(["", " ", "\n", " trailing", "}", "\x00"]),
+       indent=st.sampled_from([None, 1]))
+def test_fast_path_reads_every_body_as_the_exact_path(value, key, tail, indent):
+    text = json.dumps({key: value}, indent=indent) + tail
+    for body in (text, text.encode("utf-8", "surrogatepass")):
+        assert repr(_fast(body)) == repr(_exact(body)), body[:200]
+
+
+@pytest.mark.parametrize("body", [
+    b'{"a": 123456789012345678901234567890}', b'{"a": 18446744073709551616}',
+    b'{"a": 1E400}', b'{"a": NaN, "b": -Infinity}', b'{"a":"\\ud800"}', b'{"a": 1} x',
+    b'\xef\xbb\xbf{"a": 1}', b'{"a": "\xff"}', b'[1, 2]', b'"text"', b'{"a": [1,2,]}',
+    b'{"a": 0.12345678901234567890123}', b'{"a":1,"a":2}', b'{"a": -0}'])
+def test_fast_path_edge_cases_match_the_exact_path(body):
+    assert repr(_fast(body)) == repr(_exact(body))

@@ -206,6 +206,20 @@ def parse_json(body: bytes | str) -> dict:
     """
     if not body:
         raise ServingError.invalid_argument("JSON Parse error: The document is empty")
+    if _orjson_loads is not None and not _has_long_digit_run(body):
+        # The fast path: orjson accepts a strict subset of what this function
+        # accepts (no NaN/Inf, nothing after the value, no lone surrogates, no
+        # deeper than 1024 levels) and reads it into the same Python values
+        # (correctly rounded floats, ints), except integers past 64 bits, which
+        # it reads as floats: bodies with a run of 19+ digits take the exact path.
+        try:
+            doc = _orjson_loads(body)
+        except ValueError:
+            pass  # not strict JSON: the exact path decides, with TF Serving's message
+        else:
+            if not isinstance(doc, dict):
+                raise _format_error(doc, "Is not object")
+            return doc
     if isinstance(body, (bytes, bytearray, memoryview)):
         try:
             text = bytes(body).decode("utf-8")
@@ -231,6 +245,26 @@ def parse_json(body: bytes | str) -> dict:
     return doc
 
 
+def _find_orjson():
+    try:
+        from orjson import loads
+    except ImportError:  # optional: the standard library path is exact on its own
+        return None
+    return loads
+
+
+_orjson_loads = _find_orjson()
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+_ALL_DIGITS_TO_9 = bytes.maketrans(b"012345678", b"999999999")
+_NINETEEN_9S = b"9" * 19
+
+
+def _has_long_digit_run(body: bytes | bytearray | memoryview | str) -> bool:
+    """Whether `body` has 19 or more digits in a row (a number past 64 bits could be there)."""
+    if isinstance(body, str):
+        return _LONG_DIGITS.search(body) is not None
+    # translate + memmem: ~20x faster than the regex on number-heavy bodies.
+    return _NINETEEN_9S in bytes(body).translate(_ALL_DIGITS_TO_9)
 MAX_DEPTH = 1_000_000  # nesting levels accepted (rapidjson parses iteratively, unbounded)
 _DECODER = json.JSONDecoder()
 _WS_RE = re.compile(r"[ \t\n\r]*")

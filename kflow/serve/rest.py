@@ -99,6 +99,10 @@ def _decode(raw: str, what: str) -> str:
         raise ServingError.invalid_argument(f"Failed to decode {what}:{raw}") from None
 
 
+def _malformed(method: str, path: str) -> ServingError:
+    return ServingError.invalid_argument(f"Malformed request: {method} {path}")
+
+
 def _dt_name(dtype: int) -> str:
     return "DT_" + dtype_string(dtype).upper()
 
@@ -264,14 +268,13 @@ class RestApi:
 
     async def _v1(self, request: web.BaseRequest, method: str, path: str, ctx: _Ctx
                   ) -> web.Response:
-        malformed = ServingError.invalid_argument(f"Malformed request: {method} {path}")
         match = None
         if method == "POST":
             match = PREDICTION_API_RE.fullmatch(path)
         elif method == "GET":
             match = MODEL_STATUS_API_RE.fullmatch(path)
         if match is None:
-            raise malformed
+            raise _malformed(method, path)
         raw_name, version_str, raw_label = match.group(1), match.group(2), match.group(3)
         name = _decode(raw_name, "model name") if raw_name else ""
         label = _decode(raw_label, "model version label") if raw_label else None
@@ -285,7 +288,7 @@ class RestApi:
         if method == "POST":
             api = match.group(4)
             if api not in ("predict", "classify", "regress"):
-                raise malformed
+                raise _malformed(method, path)
             ctx.api = api
             size = request.content_length
             if size is not None and size <= _BIG_BODY:
