@@ -103,3 +103,28 @@ def test_the_epoch_key_follows_fit_and_keeps_the_length_known():
     spy = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs=None: seen.append(key.epoch))
     model.fit(ds, epochs=5, initial_epoch=2, verbose=0, callbacks=[key.callback(), spy])
     assert seen == [2, 3, 4]
+
+
+@pytest.mark.parametrize("columns", [False, True])
+@pytest.mark.parametrize("batch_size", [16, 300])
+def test_the_epoch_stream_is_the_epochs_one_after_another(columns, batch_size):
+    x, y = _data(columns)
+    stream = make_dataset(x, y, batch_size, training=True, seed=3, first_epoch=2)
+    steps = -(-N // batch_size)
+    batches = list(stream.take(3 * steps))
+    for k, epoch in enumerate((2, 3, 4)):
+        one = make_dataset(x, y, batch_size, training=True, seed=3, epoch=epoch)
+        got = _epoch(batches[k * steps:(k + 1) * steps], columns)
+        want = _epoch(one, columns)
+        np.testing.assert_array_equal(got[1], want[1])  # the same rows, same order
+        assert got[2] == want[2]  # and the same batches (the last one partial)
+    assert stream.cardinality().numpy() == tf.data.INFINITE_CARDINALITY
+
+
+def test_auto_steps_per_execution_divides_the_epoch_where_it_can():
+    from kflow.training.trainer import auto_steps_per_execution as auto
+
+    assert [auto(s) for s in (1, 8, 31, 32, 33, 40, 64, 100, 1000)] == [
+        1, 8, 31, 32, 11, 20, 32, 25, 25]
+    assert [auto(s) for s in (37, 394, 2188)] == [32, 32, 32]  # no divisor in 8..32
+    assert auto(40, cap=10) == 10 and auto(7, cap=5) == 5 and auto(40, cap=1) == 1

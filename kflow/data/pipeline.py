@@ -107,6 +107,7 @@ def make_dataset(
     cache: bool = True,
     map_fn: Callable[..., Any] | None = None,
     sample_weight: np.ndarray | None = None,
+    first_epoch: int | None = None,
 ):
     """Builds a `tf.data.Dataset` of `(x, y)` batches (or `x` batches without `y`).
 
@@ -148,6 +149,14 @@ def make_dataset(
             batching. Defaults to `None`.
         sample_weight: One loss weight per row (with `y`): the batches are
             `(x, y, weight)`, shuffled together. Defaults to `None`.
+        first_epoch: Training only: instead of one epoch per pass, an endless
+            stream of the epochs `first_epoch, first_epoch + 1, ...`, each in
+            its own order (`epoch` is then ignored). `fit` then needs
+            `steps_per_epoch` (`ceil(rows / batch_size)`) and keeps one
+            iterator for all its epochs: TensorFlow instantiates the
+            pipeline's functions once per `fit`, not twice per epoch (Keras
+            makes a new iterator at the start and the end of every epoch of
+            a finite dataset, ~10 ms each here). Defaults to `None`.
 
     Example:
 
@@ -177,6 +186,16 @@ def make_dataset(
         else:
             ds = tf.data.Dataset.range(n).batch(batch_size).map(
                 gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    elif first_epoch is not None:
+        def epoch_batches(e):  # one epoch: its permuted rows (or row indices), in batches
+            order = epoch_order(n, seed, e)
+            return tf.data.Dataset.from_tensors(gather(order) if slicing else order).rebatch(
+                batch_size)
+
+        ds = tf.data.Dataset.counter(int(first_epoch)).flat_map(epoch_batches).apply(
+            tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+        if not slicing:
+            ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         # One element per pass: the epoch's row order (read when the pass starts; one
         # function call per epoch), then cut into batches in C++ by `rebatch`.

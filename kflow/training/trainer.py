@@ -93,9 +93,20 @@ def resolved_config(recipe: Recipe, seed: int) -> dict[str, Any]:
             "kflow_version": __version__}
 
 
-def auto_steps_per_execution(steps_per_epoch: int) -> int:
-    """Train steps per `tf.function` call: amortize Python overhead, keep epochs whole."""
-    return max(1, min(steps_per_epoch, 32))
+def auto_steps_per_execution(steps_per_epoch: int, cap: int = 32) -> int:
+    """Train steps per `tf.function` call: amortize Python overhead, keep epochs whole.
+
+    At most `cap` steps: the largest divisor of `steps_per_epoch` up to `cap`
+    when it is at least 8 (or `cap`, if smaller), so that every call ends
+    inside its epoch and the training data can stream (one iterator per
+    `fit`, see `Trainer.stream_epochs`; an iterator costs ~10 ms, a call
+    ~0.5 ms): 40 steps -> 20, 1000 -> 25; else `cap` (37 -> 32).
+    """
+    cap = max(1, min(steps_per_epoch, cap))
+    for d in range(cap, min(8, cap) - 1, -1):
+        if steps_per_epoch % d == 0:
+            return d
+    return cap
 
 
 @dataclass
@@ -348,10 +359,18 @@ class Trainer:
         # Gradient statistics are recorded at the first step of a call: a call
         # spans no more steps than the recording interval asks for.
         every = self.hparams.get("grad_log_every", 0) or steps_per_epoch
-        return auto_steps_per_execution(min(steps_per_epoch, every))
+        return auto_steps_per_execution(steps_per_epoch, min(32, every))
 
-    def dataset(self, part: Any, *, training: bool) -> Any:
-        """A tf.data pipeline of `part`: shuffled batches for training, else in order."""
+    def dataset(self, part: Any, *, training: bool, cache: bool = False,
+                first_epoch: int | None = None) -> Any:
+        """A tf.data pipeline of `part`: shuffled batches for training, else in order.
+
+        `cache` keeps an evaluation pipeline's batches in memory after the first
+        pass (validation every epoch: a third of a digits-mlp epoch without it).
+        With `first_epoch`, an in-memory training part becomes an endless stream
+        of epochs from that one (see `make_dataset`; `fit` needs
+        `steps_per_epoch`); see `stream_epochs` for when to ask for it.
+        """
         from kflow.data.pipeline import make_dataset
         from kflow.training.features import one_hot_targets, sample_weights
 
@@ -370,15 +389,29 @@ class Trainer:
             self._epoch_key = EpochKey()
             ds = make_dataset(part.x, part.y, self.batch_size(part), training=True,
                               seed=self.seed, epoch=self._epoch_key,
-                              sample_weight=sample_weights(part, self.hparams["class_weight"]))
+                              sample_weight=sample_weights(part, self.hparams["class_weight"]),
+                              first_epoch=first_epoch)
         else:
             ds = make_dataset(part.x, part.y, max(self.batch_size(part), 256), training=False,
-                              cache=False)
+                              cache=cache)
         ds = one_hot_targets(ds, self._one_hot) if self._one_hot else ds
         from kflow.training.accelerator import fixed_batches, is_tpu_strategy
 
         return (fixed_batches(ds, self.batch_size(part))
                 if training and is_tpu_strategy(self.strategy) else ds)
+
+    def stream_epochs(self, part: Any, steps_per_execution: int = 1) -> bool:
+        """Whether `part` trains from an endless stream of epochs (one iterator per fit).
+
+        In-memory data, except under a TPU strategy (fixed batches per epoch),
+        when every train-function call of `steps_per_execution` steps ends
+        inside its epoch (Keras' multi-step call runs its steps whatever the
+        epoch boundary; a finite pass per epoch stops it there).
+        """
+        from kflow.training.accelerator import is_tpu_strategy
+
+        return (not getattr(part, "streaming", False) and not is_tpu_strategy(self.strategy)
+                and self.steps_per_epoch(part) % max(1, steps_per_execution) == 0)
 
     def monitor(self, train: Any, has_val: bool) -> tuple[str, str]:
         monitor, mode = self.recipe.monitor(train.task)
@@ -466,14 +499,19 @@ class Trainer:
                                             resuming=resuming, user=user_callbacks)
         from kflow.training.callbacks import wait_for_writes
 
-        val_ds = self.dataset(val, training=False) if val is not None else None
+        val_ds = self.dataset(val, training=False, cache=True) if val is not None else None
         verbose = self.verbose if verbose is None else verbose
         start = time.perf_counter()
         logs: dict[str, list[float]] = {}
 
         def run_fit(cbs: list[Any], end: int, begin: int) -> None:
-            hist = model.fit(train_ds, validation_data=val_ds, epochs=end, initial_epoch=begin,
-                             callbacks=cbs, verbose=verbose, shuffle=False)
+            ds, steps = train_ds, None
+            if self.stream_epochs(train, model.steps_per_execution):  # one iterator per fit
+                ds = self.dataset(train, training=True, first_epoch=begin)
+                steps = self.steps_per_epoch(train)
+            hist = model.fit(ds, validation_data=val_ds, epochs=end, initial_epoch=begin,
+                             steps_per_epoch=steps, callbacks=cbs, verbose=verbose,
+                             shuffle=False)
             for k, vals in hist.history.items():
                 logs.setdefault(k, []).extend(float(v) for v in vals)
 
