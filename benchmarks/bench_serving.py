@@ -292,11 +292,15 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> None
 
 
 def start_servers(base: Path, keras_path: Path, skip_naive: bool,
-                  before_tree: str | None = None, skip_no_batching: bool = False
-                  ) -> dict[str, tuple]:
+                  before_tree: str | None = None, skip_no_batching: bool = False,
+                  one_op_thread: bool = False) -> dict[str, tuple]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     servers = {}
     commands = {"kflow serve (batching)": ([], REPO)}
+    if one_op_thread:
+        commands["kflow serve (batching, 1 op thread)"] = (
+            ["--tensorflow-intra-op-parallelism", "1", "--tensorflow-inter-op-parallelism", "1"],
+            REPO)
     if not skip_no_batching:
         commands["kflow serve (no batching)"] = (["--no-batching"], REPO)
     if before_tree:
@@ -394,6 +398,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-no-batching", action="store_true")
+    parser.add_argument("--one-op-thread", action="store_true",
+                        help="also kflow serve with --tensorflow-intra-op-parallelism 1 "
+                             "--tensorflow-inter-op-parallelism 1")
     parser.add_argument("--before-tree", default=None, metavar="DIR",
                         help="also serve with kflow from DIR (e.g. the commit before a change: "
                         "git archive HEAD | tar -x -C DIR)")
@@ -427,7 +434,7 @@ def main() -> None:
     row = np.asarray(json.loads(body.read_text())["instances"], dtype="float32")
     print("starting servers ...", flush=True)
     servers = start_servers(base, keras_path, args.skip_naive, args.before_tree,
-                            args.skip_no_batching)
+                            args.skip_no_batching, args.one_op_thread)
     rounds, limit_rounds = [], []
     try:
         for i in range(args.rounds):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from kflow.run import RunDir
+from kflow.training.callbacks import backup_state
 from kflow.training.launch import free_ports, tf_config
 from tests.conftest import REPO
 
@@ -140,7 +141,10 @@ def test_kill_9_of_a_worker_then_the_same_command_resumes_each_epoch_once(tmp_pa
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         found = list((tmp_path / "runs").glob("*/history.csv"))
-        if found and len(found[0].read_text().splitlines()) - 1 >= kill_after:
+        # Killed once the epoch is in history.csv and in the backup (written in the
+        # background, so it may land a moment after the history line).
+        if found and len(found[0].read_text().splitlines()) - 1 >= kill_after and (
+                (backup_state(found[0].parent / "backup") or (0, False))[0] >= kill_after):
             history = found[0]
             break
         assert all(p.poll() is None for p in procs), "a worker ended before the kill"

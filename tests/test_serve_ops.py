@@ -262,3 +262,39 @@ def test_kflow_serve_command_errors(tmp_path, capsys):
     assert "is not a directory" in capsys.readouterr().err
     assert kflow_main(["serve", str(tmp_path), "--max-batch-size", "0"]) == 2
     assert "max_batch_size must be >= 1" in capsys.readouterr().err
+
+
+_THREADS = """
+import json
+from kflow.errors import ConfigError
+from kflow.serve.server import configure_tensorflow_threads
+configure_tensorflow_threads(1, 2)
+import tensorflow as tf
+out = [tf.config.threading.get_intra_op_parallelism_threads(),
+       tf.config.threading.get_inter_op_parallelism_threads()]
+_ = tf.constant(1.0) + 1.0  # TensorFlow has started
+configure_tensorflow_threads(1, 2)  # the same: fine
+try:
+    configure_tensorflow_threads(3, 0)
+except ConfigError as exc:
+    out.append(str(exc))
+print(json.dumps(out))
+"""
+
+
+def test_tensorflow_thread_flags_are_applied_before_tensorflow_starts():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _THREADS], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    intra, inter, message = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (intra, inter) == (1, 2)
+    assert "--tensorflow-intra-op-parallelism 3 must be set before" in message
+
+
+def test_tensorflow_thread_flags_are_checked(base, capsys):
+    code = kflow_main(["serve", str(base), "--tensorflow_intra_op_parallelism", "-1"])
+    assert code == 2
+    assert "intra_op_threads must be >= 0" in capsys.readouterr().err

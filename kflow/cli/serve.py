@@ -66,6 +66,14 @@ def add_parser(sub) -> None:
                    help="Prometheus endpoint ('' to disable)")
     o.add_argument("--no-warmup", dest="warmup", action="store_false",
                    help="do not warm versions up before they serve")
+    t = p.add_argument_group("TensorFlow (TF Serving's flags of the same names)")
+    t.add_argument("--tensorflow-intra-op-parallelism", "--tensorflow_intra_op_parallelism",
+                   dest="intra_op_threads", type=int, default=0, metavar="N",
+                   help="threads one op may use; 0: TensorFlow decides (default). 1 makes "
+                        "small models cheaper per call on few cores")
+    t.add_argument("--tensorflow-inter-op-parallelism", "--tensorflow_inter_op_parallelism",
+                   dest="inter_op_threads", type=int, default=0, metavar="N",
+                   help="ops run at once; 0: TensorFlow decides (default)")
     p.set_defaults(func=run, needs_tensorflow=True)
 
 
@@ -96,6 +104,7 @@ def build_options(args: argparse.Namespace):
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         access_log=None if args.access_log == "off" else args.access_log,
         metrics_path=args.metrics_path, warmup=args.warmup,
+        intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads,
     ).validate()
 
 

@@ -166,6 +166,13 @@ class ServerOptions:
         metrics_path: Prometheus endpoint, "" to disable. Defaults to
             "/monitoring/prometheus/metrics" (TF Serving's usual path).
         warmup: Warm each version up before it serves. Defaults to `True`.
+        intra_op_threads: Threads one TensorFlow op may use, as TF Serving's
+            `--tensorflow_intra_op_parallelism`; 0: TensorFlow decides (all
+            cores). 1 halves the CPU time of a small model's call on 2 cores
+            (`benchmarks/bench_serving.py --one-op-thread`). Defaults to 0.
+        inter_op_threads: Ops run at once, as TF Serving's
+            `--tensorflow_inter_op_parallelism`; 0: TensorFlow decides.
+            Defaults to 0.
     """
 
     host: str = "127.0.0.1"
@@ -179,6 +186,8 @@ class ServerOptions:
     access_log: str | None = "-"
     metrics_path: str = DEFAULT_METRICS_PATH
     warmup: bool = True
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
 
     def validate(self) -> ServerOptions:
         if not 0 <= self.port <= 65535:
@@ -189,6 +198,10 @@ class ServerOptions:
             raise ConfigError(f"max_body_bytes must be >= 1024. Got {self.max_body_bytes}.")
         if self.request_timeout_ms <= 0:
             raise ConfigError(f"request_timeout_ms must be > 0. Got {self.request_timeout_ms}.")
+        for name in ("intra_op_threads", "inter_op_threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0: TensorFlow decides). "
+                                  f"Got {getattr(self, name)}.")
         self.batching.validate()
         return self
 

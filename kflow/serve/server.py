@@ -182,8 +182,39 @@ async def serve(base: str | Path | None, options: ServerOptions | None = None,
 def run_server(base: str | Path | None, options: ServerOptions | None = None,
                on_ready: Callable[[ModelServer], None] | None = None) -> int:
     """Blocking :func:`serve`; returns 0 after a graceful shutdown."""
+    if options is not None:
+        configure_tensorflow_threads(options.intra_op_threads, options.inter_op_threads)
     asyncio.run(serve(base, options, on_ready))
     return 0
+
+
+def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
+    """Sets TensorFlow's op thread pools (0 leaves TensorFlow's choice).
+
+    Raises:
+        ConfigError: TensorFlow already runs with other settings (they can only
+            be set before its first op).
+    """
+    if not intra_op and not inter_op:
+        return
+    import tensorflow as tf
+
+    from kflow.errors import ConfigError
+
+    for value, getter, setter, flag in (
+            (intra_op, tf.config.threading.get_intra_op_parallelism_threads,
+             tf.config.threading.set_intra_op_parallelism_threads, "intra"),
+            (inter_op, tf.config.threading.get_inter_op_parallelism_threads,
+             tf.config.threading.set_inter_op_parallelism_threads, "inter")):
+        if not value or getter() == value:
+            continue
+        try:
+            setter(value)
+        except RuntimeError:
+            raise ConfigError(
+                f"TensorFlow already started with {getter()} {flag}-op threads; "
+                f"--tensorflow-{flag}-op-parallelism {value} must be set before it "
+                "runs its first op.") from None
 
 
 class _JsonLineFormatter(logging.Formatter):
