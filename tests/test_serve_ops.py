@@ -298,3 +298,23 @@ def test_tensorflow_thread_flags_are_checked(base, capsys):
     code = kflow_main(["serve", str(base), "--tensorflow_intra_op_parallelism", "-1"])
     assert code == 2
     assert "intra_op_threads must be >= 0" in capsys.readouterr().err
+
+
+def test_kflow_serve_starts_with_one_op_thread(base):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kflow", "serve", str(base), "--port", "0", "--poll-seconds",
+         "0", "--tensorflow-intra-op-parallelism", "1", "--tensorflow_inter_op_parallelism",
+         "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(base))
+    try:
+        lines = []
+        for line in proc.stdout:  # the server prints its address once it serves
+            lines.append(line)
+            if "listening on" in line:
+                break
+        assert any("listening on" in ln for ln in lines), (lines, proc.stderr.read()[-2000:])
+    finally:
+        proc.terminate()
+        proc.wait(60)

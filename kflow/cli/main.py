@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             if getattr(args, "needs_tensorflow", False) and not getattr(args, "workers", None):
-                _start_tensorflow(args.devices, debug, stack)
+                _start_tensorflow(args.devices, debug, stack, (
+                    getattr(args, "intra_op_threads", 0), getattr(args, "inter_op_threads", 0)))
             code = int(args.func(args) or 0)
             sys.stdout.flush()  # a closed pipe fails here, not at exit
             return code
@@ -116,13 +117,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _start_tensorflow(devices: int | None, debug: bool, stack: contextlib.ExitStack) -> None:
-    """Imports TensorFlow for a command: quietly, on `devices` logical CPUs, noise filtered."""
+def _start_tensorflow(devices: int | None, debug: bool, stack: contextlib.ExitStack,
+                      op_threads: tuple[int, int] = (0, 0)) -> None:
+    """Imports TensorFlow for a command: quietly, on `devices` logical CPUs, noise filtered,
+    with `op_threads` (intra-op, inter-op; 0: TensorFlow decides)."""
     from kflow.errors import ConfigError
 
     if devices is not None and devices < 1:
         raise ConfigError(f"--devices must be an int >= 1. Got {devices} instead.")
+    if any(t < 0 for t in op_threads):  # the command's own check words it
+        op_threads = (0, 0)
     if debug:  # everything visible
+        if any(op_threads):
+            from kflow.serve.server import configure_tensorflow_threads
+
+            configure_tensorflow_threads(*op_threads)
         if devices is not None:
             from kflow.training.strategy import split_cpu
 
@@ -130,7 +139,7 @@ def _start_tensorflow(devices: int | None, debug: bool, stack: contextlib.ExitSt
         return
     from kflow.cli.quiet import filter_stderr, import_tensorflow_quietly
 
-    import_tensorflow_quietly(devices)
+    import_tensorflow_quietly(devices, op_threads)
     stack.enter_context(filter_stderr())
 
 

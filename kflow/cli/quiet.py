@@ -168,7 +168,8 @@ def filter_stderr(wait: float = 5.0) -> Iterator[None]:
             pass
 
 
-def import_tensorflow_quietly(devices: int | None = None) -> None:
+def import_tensorflow_quietly(devices: int | None = None,
+                              op_threads: tuple[int, int] = (0, 0)) -> None:
     """Imports TensorFlow and Keras with file descriptor 2 sent to /dev/null.
 
     TensorFlow's C++ start-up messages (oneDNN, CUDA probing) are written
@@ -180,6 +181,9 @@ def import_tensorflow_quietly(devices: int | None = None) -> None:
             TensorFlow initializes its devices (`kflow --devices N`; see
             `kflow.training.strategy.split_cpu`). Defaults to `None` (no
             split).
+        op_threads: TensorFlow's intra-op and inter-op thread counts, set
+            before its devices start (0: TensorFlow decides). Defaults to
+            `(0, 0)`.
     """
     if "tensorflow" not in sys.modules:
         with _quiet_fd2():
@@ -190,6 +194,10 @@ def import_tensorflow_quietly(devices: int | None = None) -> None:
                 pass
     import tensorflow as tf  # raises with a visible message if broken
 
+    if any(op_threads):
+        from kflow.serve.server import configure_tensorflow_threads
+
+        configure_tensorflow_threads(*op_threads)
     with _quiet_fd2():  # device probing also logs
         if devices is not None:
             from kflow.training.strategy import split_cpu
