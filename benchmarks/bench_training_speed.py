@@ -255,8 +255,6 @@ def run_tuned(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
     import keras
     import tensorflow as tf
 
-    from kflow.training.trainer import auto_steps_per_execution
-
     keras.utils.set_random_seed(seed)
     trainer, recipe, splits = _recipe_and_splits(name, seed)
     tr, va, te = splits.train, splits.val, splits.test
@@ -264,7 +262,7 @@ def run_tuned(proto: _Protocol, name: str, epochs: int, seed: int) -> dict:
     model = recipe.build_model(tr)
     model.compile(optimizer=trainer.build_optimizer(steps), loss=recipe.loss(tr.task),
                   metrics=recipe.metrics(tr.task),
-                  steps_per_execution=auto_steps_per_execution(steps))
+                  steps_per_execution=min(steps, 32))
     train_ds = (tf.data.Dataset.from_tensor_slices((tr.x, tr.y)).cache()
                 .shuffle(len(tr), seed=seed).batch(BATCH_SIZE).prefetch(tf.data.AUTOTUNE))
     val_ds = tf.data.Dataset.from_tensor_slices((va.x, va.y)).batch(256).cache()

@@ -140,7 +140,7 @@ def profile(recipe: str, epochs: int, set_args: list[str], seed: int = 0,
         model = recipe_obj.build_model(tr)
         model.compile(optimizer=trainer.build_optimizer(steps), loss=recipe_obj.loss(tr.task),
                       metrics=recipe_obj.metrics(tr.task),
-                      steps_per_execution=trainer_mod.auto_steps_per_execution(steps))
+                      steps_per_execution=min(steps, 32))
         train_ds = (tf.data.Dataset.from_tensor_slices((tr.x, tr.y)).cache()
                     .shuffle(len(tr), seed=seed).batch(32).prefetch(tf.data.AUTOTUNE))
         val_ds = tf.data.Dataset.from_tensor_slices((va.x, va.y)).batch(256).cache()
