@@ -224,3 +224,19 @@ def test_the_coordination_service_private_is_there():
     for name in ("cluster_register_timeout_in_ms", "heartbeat_timeout_in_ms",
                  "coordinated_jobs", "service_leader"):
         assert name in params, f"configure_coordination_service lost its `{name}` argument"
+
+
+def test_keras_train_function_holds_its_one_step_function():
+    model = _fit_once("sgd")
+    model.make_train_function()
+    step = compat.keras_train_step_function(model.train_function)
+    assert step is not None, (
+        "Keras' train function no longer has a closure variable `one_step_on_data` "
+        f"(Keras {keras.__version__}); InsightModel's recording executions trace the train "
+        "step a second time (slower start-up, same results)")
+    import tensorflow as tf
+
+    x, y = tf.ones((4, 3)), tf.zeros((4, 2))
+    logs = step((x, y))
+    assert set(logs) == {"loss"} and np.isfinite(float(logs["loss"]))
+    assert compat.keras_train_step_function(lambda it: it) is None

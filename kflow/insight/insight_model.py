@@ -293,7 +293,8 @@ class InsightModel(keras.Model):
             if _hook_optimizer(self.optimizer, state):
                 object.__setattr__(self, "_grad_stats", state)
                 self.train_function = _RecordingTrainFunction(
-                    self, self.train_function, _recording_execution(self, state), state)
+                    self, self.train_function,
+                    _recording_execution(self, state, self.train_function), state)
         return self.train_function
 
     def _records(self) -> bool:
@@ -355,25 +356,33 @@ class _RecordingTrainFunction:
         return self.keras_function(iterator)
 
 
-def _recording_execution(model: InsightModel, state: _GradStatsState) -> Any:
+def _recording_execution(model: InsightModel, state: _GradStatsState,
+                         keras_function: Any = None) -> Any:
     """A train function whose first step records, followed by plain Keras steps.
 
     Returns `f(iterator) -> (ran, logs)`: up to `steps_per_execution` steps
     (fewer when the data ends; `ran` is false when there was none), the
-    first through `model._recording_step`, the others through Keras'
-    `train_step`, each under `strategy.run` with its outputs reduced as in
-    Keras' loop. The steps are traced inline (no nested `tf.function`), so
-    it runs under every strategy; `jit_compile` does not apply to them.
+    first through `model._recording_step`, the others through Keras' own
+    one-step function of `keras_function` (the same traced function as
+    Keras' loop: no second trace), or, where that cannot be found, Keras'
+    `train_step` under `strategy.run` with its outputs reduced as in Keras'
+    loop. The recording step is traced inline (no nested `tf.function`), so
+    it runs under every strategy; `jit_compile` does not apply to it.
     """
     import tensorflow as tf
 
-    from kflow._keras_compat import reduce_step_outputs
+    from kflow._keras_compat import keras_train_step_function, reduce_step_outputs
 
     strategy = model.distribute_strategy
     spe = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
 
     def one(step_fn, data):
         return reduce_step_outputs(strategy.run(step_fn, args=(data,)), strategy)
+
+    keras_step = keras_train_step_function(keras_function)
+
+    def plain_step(data):
+        return keras_step(data) if keras_step is not None else one(model.train_step, data)
 
     def execution(iterator, row):
         first = iterator.get_next_as_optional()
@@ -397,7 +406,7 @@ def _recording_execution(model: InsightModel, state: _GradStatsState) -> Any:
             return tf.logical_and(i < spe, nxt.has_value())
 
         def plain(i, logs, nxt):
-            logs = one(model.train_step, nxt.get_value())
+            logs = plain_step(nxt.get_value())
             nxt = tf.cond(i + 1 < spe, iterator.get_next_as_optional, lambda: nxt)
             return i + 1, logs, nxt
 
