@@ -297,7 +297,7 @@ def test_tensorflow_thread_flags_are_applied_before_tensorflow_starts():
 def test_tensorflow_thread_flags_are_checked(base, capsys):
     code = kflow_main(["serve", str(base), "--tensorflow_intra_op_parallelism", "-1"])
     assert code == 2
-    assert "intra_op_threads must be >= 0" in capsys.readouterr().err
+    assert "--tensorflow-intra-op-parallelism must be >= 0" in capsys.readouterr().err
 
 
 def test_kflow_serve_starts_with_one_op_thread(base):

@@ -125,8 +125,6 @@ def _start_tensorflow(devices: int | None, debug: bool, stack: contextlib.ExitSt
 
     if devices is not None and devices < 1:
         raise ConfigError(f"--devices must be an int >= 1. Got {devices} instead.")
-    if any(t < 0 for t in op_threads):  # the command's own check words it
-        op_threads = (0, 0)
     if debug:  # everything visible
         if any(op_threads):
             from kflow.serve.server import configure_tensorflow_threads

@@ -198,10 +198,6 @@ class ServerOptions:
             raise ConfigError(f"max_body_bytes must be >= 1024. Got {self.max_body_bytes}.")
         if self.request_timeout_ms <= 0:
             raise ConfigError(f"request_timeout_ms must be > 0. Got {self.request_timeout_ms}.")
-        for name in ("intra_op_threads", "inter_op_threads"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0 (0: TensorFlow decides). "
-                                  f"Got {getattr(self, name)}.")
         self.batching.validate()
         return self
 

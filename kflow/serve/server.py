@@ -192,14 +192,18 @@ def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
     """Sets TensorFlow's op thread pools (0 leaves TensorFlow's choice).
 
     Raises:
-        ConfigError: TensorFlow already runs with other settings (they can only
-            be set before its first op).
+        ConfigError: A count is negative, or TensorFlow already runs with other
+            settings (they can only be set before its first op).
     """
+    from kflow.errors import ConfigError
+
+    for value, flag in ((intra_op, "intra"), (inter_op, "inter")):
+        if value < 0:
+            raise ConfigError(f"--tensorflow-{flag}-op-parallelism must be >= 0 (0: "
+                              f"TensorFlow decides). Got {value}.")
     if not intra_op and not inter_op:
         return
     import tensorflow as tf
-
-    from kflow.errors import ConfigError
 
     for value, getter, setter, flag in (
             (intra_op, tf.config.threading.get_intra_op_parallelism_threads,

@@ -201,6 +201,7 @@ class Trainer:
         self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else int(verbose)
         self._splits: Any = None
         self._strategy: Any = None
+        self._epoch_key: Any = None  # the training pipeline's, when it is one pass per epoch
         from kflow.training.accelerator import resolve_deterministic
         from kflow.training.distributed import cluster_for, multi_worker_strategy
 
@@ -386,9 +387,11 @@ class Trainer:
         elif training:
             from kflow.data.pipeline import EpochKey
 
-            self._epoch_key = EpochKey()
+            if first_epoch is None:  # one pass per epoch, set by the shuffle_epoch callback
+                self._epoch_key = EpochKey()
             ds = make_dataset(part.x, part.y, self.batch_size(part), training=True,
-                              seed=self.seed, epoch=self._epoch_key,
+                              seed=self.seed,
+                              epoch=self._epoch_key if first_epoch is None else None,
                               sample_weight=sample_weights(part, self.hparams["class_weight"]),
                               first_epoch=first_epoch)
         else:
@@ -434,7 +437,8 @@ class Trainer:
         insight = InsightHooks(rd.path if rd else None, h.get("grad_log_every", 0),
                                probe_x=train.x, log=self.say)
         named: dict[str, Any] = dict(insight.named_callbacks())
-        named["shuffle_epoch"] = self._epoch_key.callback()
+        if self._epoch_key is not None:  # (an endless stream of epochs needs none)
+            named["shuffle_epoch"] = self._epoch_key.callback()
         plan = self.fine_tune_plan()
         if plan is not None:
             from kflow.recipe.transfer import phase_logger
@@ -490,7 +494,11 @@ class Trainer:
         differ: a resumed run continues in the phase its latest backup
         belongs to.
         """
-        train_ds = self.dataset(train, training=True)  # before the callbacks: its EpochKey
+        # One iterator per fit where the epochs can stream, else one pass per epoch
+        # (built before the callbacks: its EpochKey). The phases compile alike.
+        stream = self.stream_epochs(train, model.steps_per_execution)
+        self._epoch_key = None
+        train_ds = None if stream else self.dataset(train, training=True)
         plan = self.fine_tune_plan()
         state = _resume_state(rd) if (rd is not None and resuming) else None
         initial_epoch = state.epochs_done if state else 0
@@ -506,7 +514,7 @@ class Trainer:
 
         def run_fit(cbs: list[Any], end: int, begin: int) -> None:
             ds, steps = train_ds, None
-            if self.stream_epochs(train, model.steps_per_execution):  # one iterator per fit
+            if stream:
                 ds = self.dataset(train, training=True, first_epoch=begin)
                 steps = self.steps_per_epoch(train)
             hist = model.fit(ds, validation_data=val_ds, epochs=end, initial_epoch=begin,
