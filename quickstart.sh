@@ -15,7 +15,7 @@ stamp=.venv/.kflow-installed
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   echo "quickstart: installing kflow and its pinned dependencies into .venv (first run takes a few minutes)"
   python -m pip install -q --upgrade pip
-  python -m pip install -q -e ".[dev,tflite,serving,parquet,mlflow]" -c constraints.txt
+  python -m pip install -q -e ".[dev,tflite,serving,parquet,mlflow,hub]" -c constraints.txt
   touch "$stamp"
 fi
 case "${1:-train}" in

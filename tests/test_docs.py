@@ -149,6 +149,10 @@ CHECKED_ONLY = {
                   "--set backbone_weights=mobilenet_v3_small_notop.h5 --set freeze_epochs=5"):
         "needs photos and a weights file; tests/test_transfer.py builds MobileNetV3Small "
         "from a weights file it writes",
+    ("README.md", "kflow train digits-cnn --set backbone=presets/resnet_18 "
+                  "--set freeze_epochs=5"):
+        "names a placeholder preset folder; tests/test_transfer_hub.py trains from a KerasHub "
+        "preset folder it writes",
     ("README.md", "kflow train images --set path=photos/ --set image_size=64"):
         "needs a folder of photos; tests/test_streaming_recipes.py trains it on generated "
         "images from the CLI",

@@ -9,12 +9,17 @@ declares, under the same names in every recipe:
 |                      | directory (`runs/digits-cnn-1a2b3c4d`): its model up to the   |
 |                      | layer that feeds its head, with its trained weights (and its  |
 |                      | own input scaling). A Keras Applications name                 |
-|                      | (`MobileNetV3Small`, `ResNet50`, ...). `pretrain`: the recipe |
-|                      | pretrains its own backbone run first (`digits-transfer`).      |
-| `backbone_weights`   | Applications only: a local weights file (`.h5` /              |
-|                      | `.weights.h5`), `imagenet` (downloads: needs a network), or   |
-|                      | empty (random initialization).                                |
-| `backbone_size`      | Applications only: images are resized to this side (>= 32).  |
+|                      | (`MobileNetV3Small`, `ResNet50`, ...). A KerasHub preset:     |
+|                      | a local preset folder (what `save_to_preset` writes) or       |
+|                      | `hub:NAME` (`hub:resnet_18_imagenet`; downloads: needs a      |
+|                      | network). `pretrain`: the recipe pretrains its own backbone   |
+|                      | run first (`digits-transfer`).                                |
+| `backbone_weights`   | Applications: a local weights file (`.h5` / `.weights.h5`),   |
+|                      | `imagenet` (downloads: needs a network), or empty / `random`  |
+|                      | (random initialization). KerasHub: empty (the preset's own    |
+|                      | weights), `random`, or a local weights file.                  |
+| `backbone_size`      | Applications and KerasHub: images are resized to this side   |
+|                      | (>= 32) unless the backbone fixes its own input size.         |
 | `freeze_epochs`      | first epochs with the backbone frozen; then fine-tuning.      |
 | `fine_tune_layers`   | layers (with weights) of the backbone unfrozen from the top   |
 |                      | when fine-tuning starts (0: all).                             |
@@ -31,7 +36,14 @@ layers also in phase 2 (a frozen BatchNormalization layer runs in inference
 mode in Keras 3). Everything around it is built from
 built-in Keras layers (`Resizing`, `Concatenate`, `Conv2D`,
 `GlobalAveragePooling2D`), so the saved `model.keras` still opens with plain
-Keras and the exported model takes the raw images.
+Keras and the exported model takes the raw images. A KerasHub backbone is
+rebuilt as a plain functional model over the preset's own layers: where those
+are all built-in Keras layers (ResNet, for instance) `model.keras` needs
+neither kflow nor KerasHub; where the preset uses KerasHub's own layers,
+opening `model.keras` needs `keras-hub` installed (the run says so, in a
+warning and in `metrics.json`); the SavedModel, TF Serving and TFLite
+exports never need it. The recipe's own input scaling feeds every backbone:
+a preset's image converter is not applied.
 
 The phases belong to `kflow.training.Trainer.fit`: it asks the recipe for
 `fine_tune_plan()` and calls `set_phase(model, phase)`; see there for the
@@ -56,6 +68,10 @@ __all__ = ["TransferLearning", "FineTunePlan", "application_names", "BACKBONE_LA
 BACKBONE_LAYER = "backbone"
 #: The `backbone` value that asks the recipe to pretrain its own backbone run.
 PRETRAIN = "pretrain"
+#: The prefix of a KerasHub preset given by name (`hub:resnet_18_imagenet`).
+HUB_PREFIX = "hub:"
+#: Preset handles KerasHub resolves itself (given with or without `hub:`).
+_HUB_SCHEMES = ("kaggle://", "hf://", "modelscope://")
 #: Head layers of kflow recipes (`Recipe.build_head`): the backbone ends where they start.
 _HEAD_LAYERS = ("probabilities", "probability", "value_scaled")
 _NO_BACKBONE = ("", "none")
@@ -89,6 +105,30 @@ def _looks_like_path(value: str) -> bool:
     return "/" in value or "\\" in value or value.startswith(".") or Path(value).is_dir()
 
 
+def _is_hub_handle(value: str) -> bool:
+    return value.startswith(HUB_PREFIX) or value.startswith(_HUB_SCHEMES)
+
+
+def is_hub_preset_dir(path: Path) -> bool:
+    """Whether `path` is a KerasHub preset folder (`config.json` + `metadata.json`).
+
+    A kflow run directory has neither; a folder written by
+    `keras_hub.models.Backbone.save_to_preset` (or downloaded from Kaggle or
+    Hugging Face) has both, and its metadata names the KerasHub version.
+    """
+    import json
+
+    meta = path / "metadata.json"
+    if not (path / "config.json").is_file() or not meta.is_file():
+        return False
+    try:
+        found = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and any(k in found for k in ("keras_hub_version",
+                                                                 "keras_nlp_version"))
+
+
 class TransferLearning:
     """Mixin: the `backbone` and fine-tuning settings of image recipes (see the module doc).
 
@@ -101,15 +141,18 @@ class TransferLearning:
     backbone = Str(
         "", group="model", nullable=True,
         doc="Start from a pretrained network: a kflow run dir (its layers before the head), "
-            "a Keras Applications name (e.g. MobileNetV3Small), pretrain (digits-transfer: "
+            "a Keras Applications name (e.g. MobileNetV3Small), a KerasHub preset folder or "
+            "hub:NAME (e.g. hub:resnet_18_imagenet; downloads), pretrain (digits-transfer: "
             "its own digits 0-4 run), or empty/none: this recipe's own network from scratch.")
     backbone_weights = Str(
         "", group="model", nullable=True,
-        doc="Keras Applications backbone only: a local weights file (.h5/.weights.h5), "
-            "imagenet (downloads; needs a network), or empty: random initialization.")
+        doc="Keras Applications: a local weights file (.h5/.weights.h5), imagenet "
+            "(downloads; needs a network), or empty: random initialization. KerasHub: "
+            "empty: the preset's weights; random: random initialization; or a weights file.")
     backbone_size = Int(
         32, low=32, group="model",
-        doc="Keras Applications backbone only: images are resized to this height and width.")
+        doc="Keras Applications and KerasHub backbones: images are resized to this height "
+            "and width (unless the backbone fixes its input size).")
     freeze_epochs = Int(
         0, low=0, group="training",
         doc="Epochs trained with the backbone frozen (BatchNorm in inference mode) before "
@@ -145,7 +188,7 @@ class TransferLearning:
                     f"backbone: {PRETRAIN} is not available for {owner} (it has no pretraining "
                     "step); give a run directory or a Keras Applications name.")
             return
-        if _looks_like_path(value):
+        if _looks_like_path(value) or _is_hub_handle(value):
             return  # checked when the model is built (the run may be trained in between)
         names = application_names()
         if value not in names:
@@ -153,19 +196,27 @@ class TransferLearning:
 
             raise ConfigError(
                 f"Unknown backbone {value!r} for {owner}{did_you_mean(value, names)}: give a "
-                "kflow run directory (e.g. runs/digits-cnn-1a2b3c4d) or a Keras Applications "
-                f"name: {', '.join(names)}.")
+                "kflow run directory (e.g. runs/digits-cnn-1a2b3c4d), a KerasHub preset "
+                "(a preset folder, or hub:NAME) or a Keras Applications name: "
+                f"{', '.join(names)}.")
 
     def _backbone_setting(self) -> str:
         value = (self.hparams["backbone"] or "").strip()  # type: ignore[attr-defined]
         return "" if value.lower() in _NO_BACKBONE else value
 
     def backbone_kind(self) -> str:
-        """"" (own network), "run" or "application"."""
+        """"" (own network), "run", "hub" (a KerasHub preset) or "application"."""
         value = self._backbone_setting()
         if not value:
             return ""
-        return "run" if (value == PRETRAIN or _looks_like_path(value)) else "application"
+        if _is_hub_handle(value):
+            return "hub"
+        if value == PRETRAIN:
+            return "run"
+        if _looks_like_path(value):
+            path = self.resolve_path(value)  # type: ignore[attr-defined]
+            return "hub" if is_hub_preset_dir(path) else "run"
+        return "application"
 
     def fine_tune_plan(self) -> FineTunePlan | None:
         """The two phases, or `None` (no backbone, or no frozen phase)."""
@@ -248,14 +299,22 @@ class TransferLearning:
         """The nested `backbone` model on `x`, called with `training=False`."""
         import keras
 
-        if self.backbone_kind() == "run":
+        kind = self.backbone_kind()
+        if kind == "run":
             net = self._run_backbone(x)
+        elif kind == "hub":
+            net = self._hub_backbone()
+            shape = tuple(net.inputs[0].shape[1:])
+            x = self._image_adapter(x, size=shape[:2] if None not in shape[:2] else None,
+                                    channels=shape[2] or 3)
         else:
             x = self._image_adapter(x)
             net = self._application_backbone(tuple(x.shape[1:]))
         x = net(x, training=False)  # the guide's call (Keras 3: see set_phase)
-        if len(x.shape) == 4:
+        if len(x.shape) == 4:  # a feature map
             x = keras.layers.GlobalAveragePooling2D(name="backbone_pool")(x)
+        elif len(x.shape) == 3:  # a sequence of tokens (a ViT's patches)
+            x = keras.layers.GlobalAveragePooling1D(name="backbone_pool")(x)
         return x
 
     def _run_backbone(self, x: Any) -> Any:
@@ -281,29 +340,104 @@ class TransferLearning:
                 "shape.")
         return keras.Model(source.input, head.input, name=BACKBONE_LAYER)
 
-    def _image_adapter(self, x: Any) -> Any:
-        """Resizes to `backbone_size` and maps the channels to the 3 Applications expect."""
+    def _image_adapter(self, x: Any, size: tuple[int, int] | None = None,
+                       channels: int = 3) -> Any:
+        """Resizes to `size` (default `backbone_size`) and maps the channels to `channels`."""
         import keras
 
         if len(x.shape) != 4:
             raise ConfigError(
-                f"A Keras Applications backbone needs images (height, width, channels); this "
+                f"A pretrained image backbone needs images (height, width, channels); this "
                 f"recipe's inputs have shape {tuple(x.shape[1:])}.")
-        size = self.hparams["backbone_size"]  # type: ignore[attr-defined]
-        if tuple(x.shape[1:3]) != (size, size):
-            x = keras.layers.Resizing(size, size, name="backbone_resize")(x)
-        channels = x.shape[-1]
-        if channels == 1:
+        side = self.hparams["backbone_size"]  # type: ignore[attr-defined]
+        size = tuple(size) if size else (side, side)
+        if tuple(x.shape[1:3]) != size:
+            x = keras.layers.Resizing(*size, name="backbone_resize")(x)
+        have = x.shape[-1]
+        if have == 1 and channels == 3:
             x = keras.layers.Concatenate(axis=-1, name="backbone_rgb")([x, x, x])
-        elif channels != 3:
-            x = keras.layers.Conv2D(3, 1, name="backbone_channels")(x)
+        elif have != channels:
+            x = keras.layers.Conv2D(channels, 1, name="backbone_channels")(x)
         return x
+
+    def _hub_backbone(self) -> Any:
+        """The KerasHub preset's backbone as a plain functional model named `backbone`."""
+        import keras
+
+        value = self._backbone_setting()
+        kind = "preset folder" if not _is_hub_handle(value) else "preset"
+        preset = (str(self.resolve_path(value))  # type: ignore[attr-defined]
+                  if kind == "preset folder" else value.removeprefix(HUB_PREFIX))
+        try:
+            import keras_hub
+        except ImportError as exc:
+            raise ConfigError(
+                f"backbone {value!r} is a KerasHub {kind}, and KerasHub is not installed: "
+                "pip install 'kflow[hub]' (or keras-hub).") from exc
+        weights = (self.hparams["backbone_weights"] or "").strip()  # type: ignore[attr-defined]
+        if weights == "imagenet":
+            raise ConfigError(
+                "backbone_weights: imagenet is for Keras Applications; a KerasHub preset "
+                "carries its own weights (leave backbone_weights empty), or give random or a "
+                "weights file.")
+        own_weights = weights == ""
+        try:
+            hub = keras_hub.models.Backbone.from_preset(preset, load_weights=own_weights)
+        except Exception as exc:  # KerasHub raises ValueError, OSError, requests' errors...
+            hint = ("" if kind == "preset folder" else
+                    " A preset given by name downloads from Kaggle or Hugging Face and needs a "
+                    "network; offline, give a local preset folder (what "
+                    "`backbone.save_to_preset(folder)` writes).")
+            raise ConfigError(f"KerasHub {kind} {preset!r} could not be loaded: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0]}.{hint}"
+                              ) from exc
+        if len(hub.inputs) != 1 or len(hub.inputs[0].shape) != 4 or isinstance(
+                hub.output, (dict, list, tuple)):
+            raise ConfigError(
+                f"KerasHub {kind} {preset!r} is a {type(hub).__name__}, not an image "
+                "backbone (one image input, one feature map out).")
+        if weights and weights.lower() != "random":
+            path = self.resolve_path(weights)  # type: ignore[attr-defined]
+            if not path.is_file():
+                raise ConfigError(f"backbone_weights file {str(path)!r} does not exist.")
+            try:
+                hub.load_weights(str(path))
+            except (ValueError, OSError) as exc:
+                raise ConfigError(f"backbone_weights {str(path)!r} do not fit the KerasHub "
+                                  f"{type(hub).__name__} of {preset!r}: {exc}") from exc
+        net = keras.Model(hub.inputs, hub.output, name=BACKBONE_LAYER)
+        own = [layer for layer in _all_layers(net)
+               if not type(layer).__module__.startswith("keras.")]
+        for layer in own:  # what keras.saving.load_model will do with each of them
+            try:
+                type(layer).from_config(layer.get_config())
+            except Exception as exc:  # noqa: BLE001 - whatever the layer raises
+                raise ConfigError(
+                    f"KerasHub {keras_hub.__version__}'s {type(layer).__name__} (in {preset!r}) "
+                    "does not rebuild from its own config, so a model.keras holding it could "
+                    f"not be opened again ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:200]}). Use a backbone built from layers "
+                    "that round-trip (KerasHub's ResNet, EfficientNet, DenseNet, VGG, ...), or "
+                    "a newer keras-hub.") from exc
+        foreign = sorted({type(layer).__name__ for layer in own})
+        self._backbone_needs = "keras-hub" if foreign else ""
+        if foreign:
+            import warnings
+
+            warnings.warn(
+                f"The KerasHub backbone {preset!r} uses KerasHub's own layers "
+                f"({', '.join(foreign)}): opening this run's model.keras needs keras-hub "
+                "installed. Its SavedModel, TF Serving and TFLite exports do not.",
+                stacklevel=2)
+        return net
 
     def _application_backbone(self, shape: tuple[int, ...]) -> Any:
         import keras
 
         name = self._backbone_setting()
         weights = (self.hparams["backbone_weights"] or "").strip()  # type: ignore[attr-defined]
+        if weights.lower() == "random":
+            weights = ""
         kwargs: dict[str, Any] = {"include_top": False, "input_shape": shape,
                                   "weights": "imagenet" if weights == "imagenet" else None}
         try:
@@ -356,6 +490,8 @@ class TransferLearning:
                 "backbone": str(self.backbone_run()) if kind == "run"
                 else self._backbone_setting(),
                 "kind": kind,
+                **({"model_keras_needs": self._backbone_needs}
+                   if getattr(self, "_backbone_needs", "") else {}),
                 "freeze_epochs": plan.freeze_epochs if plan else 0,
                 "fine_tune_layers": self.hparams["fine_tune_layers"],  # type: ignore
                 "fine_tune_lr_scale": plan.lr_scale if plan else 1.0,
