@@ -1,5 +1,8 @@
 """The command line: help, listing, and one-line errors with exit status 2."""
 
+import subprocess
+import sys
+
 import pytest
 
 from tests.conftest import run_cli
@@ -58,6 +61,20 @@ def test_bad_input_exits_2_with_one_line(args, message):
     assert len(lines) == 1, out.stderr
     assert message in lines[0]
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "digits-cn"], ["tune", "digits-cnn", "--set", "dropout=1.5"],
+    ["cv", "digits-mlp", "--set", "unitz=8"], ["lr-find", "missing.yaml"],
+])
+def test_bad_recipe_input_is_reported_before_tensorflow_starts(args, tmp_path):
+    # The same one-line errors, in a fraction of a second: TensorFlow is never imported.
+    script = ("import sys; from kflow.cli.main import main; "
+              f"code = main({args!r}); print(code, 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert out.stdout.split() == ["2", "False"], out.stderr
+    assert out.stderr.startswith("kflow: error: ") and len(out.stderr.splitlines()) == 1
 
 
 def test_malformed_yaml_is_one_line(tmp_path):

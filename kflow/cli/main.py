@@ -91,6 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         with contextlib.ExitStack() as stack:
+            if getattr(args, "needs_tensorflow", False):
+                from kflow.cli.common import check_recipe_early
+                from kflow.cli.quiet import quiet_stderr
+
+                with quiet_stderr(debug):  # a recipe's own imports may start TensorFlow
+                    check_recipe_early(args)
             if getattr(args, "needs_tensorflow", False) and not getattr(args, "workers", None):
                 _start_tensorflow(args.devices, debug, stack, (
                     getattr(args, "intra_op_threads", 0), getattr(args, "inter_op_threads", 0)))

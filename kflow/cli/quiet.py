@@ -221,3 +221,8 @@ def _quiet_fd2() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def quiet_stderr(debug: bool = False) -> contextlib.AbstractContextManager[None]:
+    """File descriptor 2 sent to /dev/null (TensorFlow's C++ start-up lines), unless `debug`."""
+    return contextlib.nullcontext() if debug else _quiet_fd2()
