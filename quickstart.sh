@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up kflow in ./.venv (first time, or when its pins change) and run a command.
 #   ./quickstart.sh            train digits-cnn end to end (the main job)
-#   ./quickstart.sh test       run the test suite (extra args go to pytest)
+#   ./quickstart.sh test       run the test suite (extra args go to pytest; test files are
+#                              spread over KFLOW_TEST_WORKERS processes, default 2)
 #   ./quickstart.sh kflow ...  any kflow command inside the environment
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,7 +21,7 @@ if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ constraints.txt -nt "$st
 fi
 case "${1:-train}" in
   train) [ $# -gt 0 ] && shift; exec kflow train digits-cnn "$@" ;;
-  test) shift; exec python -m pytest -q "$@" ;;
+  test) shift; exec python -m pytest -q -n "${KFLOW_TEST_WORKERS:-2}" --dist loadfile "$@" ;;
   kflow) shift; exec kflow "$@" ;;
   *) exec "$@" ;;
 esac
