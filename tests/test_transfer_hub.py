@@ -90,6 +90,17 @@ def test_a_kerashub_preset_folder_trains_frozen_then_fine_tunes(preset, tmp_path
                    capture_output=True, timeout=300)
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model.predict(x, verbose=0),
                                atol=1e-5)
+    # The exports take the raw 8x8 digits and answer like the model.
+    import tensorflow as tf
+
+    from kflow.export.exporter import export_run
+
+    result = export_run(run.run_dir, base=tmp_path / "base", tflite="float32",
+                        latency_samples=5)
+    serve = tf.saved_model.load(str(result.version_dir)).signatures["serving_default"]
+    np.testing.assert_allclose(serve(features=tf.constant(x))["probabilities"].numpy(),
+                               model.predict(x, verbose=0), atol=1e-5)
+    assert result.tflite_files["float32"].stat().st_size > 100_000  # the ResNet's weights
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:
