@@ -397,14 +397,8 @@ class TransferLearning:
                 f"KerasHub {kind} {preset!r} is a {type(hub).__name__}, not an image "
                 "backbone (one image input, one feature map out).")
         if weights and weights.lower() != "random":
-            path = self.resolve_path(weights)  # type: ignore[attr-defined]
-            if not path.is_file():
-                raise ConfigError(f"backbone_weights file {str(path)!r} does not exist.")
-            try:
-                hub.load_weights(str(path))
-            except (ValueError, OSError) as exc:
-                raise ConfigError(f"backbone_weights {str(path)!r} do not fit the KerasHub "
-                                  f"{type(hub).__name__} of {preset!r}: {exc}") from exc
+            self._load_weights_file(hub, weights,
+                                    f"the KerasHub {type(hub).__name__} of {preset!r}")
         net = keras.Model(hub.inputs, hub.output, name=BACKBONE_LAYER)
         own = [layer for layer in _all_layers(net)
                if not type(layer).__module__.startswith("keras.")]
@@ -446,16 +440,19 @@ class TransferLearning:
             raise ConfigError(f"Keras Applications {name} cannot be built for inputs {shape}: "
                               f"{exc}") from exc
         if weights and weights != "imagenet":
-            path = self.resolve_path(weights)  # type: ignore[attr-defined]
-            if not path.is_file():
-                raise ConfigError(f"backbone_weights file {str(path)!r} does not exist.")
-            try:
-                app.load_weights(str(path))
-            except (ValueError, OSError) as exc:
-                raise ConfigError(
-                    f"backbone_weights {str(path)!r} do not fit {name} without its top "
-                    f"(include_top=False): {exc}") from exc
+            self._load_weights_file(app, weights, f"{name} without its top (include_top=False)")
         return keras.Model(app.input, app.output, name=BACKBONE_LAYER)
+
+    def _load_weights_file(self, net: Any, weights: str, what: str) -> None:
+        """Loads the `backbone_weights` file into `net`, with one-line errors."""
+        path = self.resolve_path(weights)  # type: ignore[attr-defined]
+        if not path.is_file():
+            raise ConfigError(f"backbone_weights file {str(path)!r} does not exist.")
+        try:
+            net.load_weights(str(path))
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"backbone_weights {str(path)!r} do not fit {what}: {exc}"
+                              ) from exc
 
     # -- phases -----------------------------------------------------------------------
     def set_phase(self, model: Any, phase: int) -> None:
