@@ -106,6 +106,26 @@ def test_recorded_steps_with_steps_per_execution(spe, every, recorded):
     assert sorted(set(steps)) == recorded
 
 
+@pytest.mark.parametrize("every", [0, 4])
+def test_each_train_function_is_traced_once(every):
+    # Keras (without an explicit strategy) creates the optimizer's slots while the
+    # train function is traced, and a tf.function that creates variables is traced
+    # twice; the insight model builds them first.
+    model = _model(every=every)
+    model.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=2)
+    x, y = _data(32)
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert model.optimizer.built
+    function = model.train_function
+    if every:  # the recording execution (steps 0, 4, 8, 12), Keras' own (2, 6, 10, 14)
+        assert function.recording.experimental_get_tracing_count() == 1
+        function = function.keras_function
+    # Keras' function calls its compiled multi-step function (a closure variable).
+    cells = dict(zip(function.__code__.co_freevars, function.__closure__, strict=True))
+    compiled = cells["multi_step_on_iterator"].cell_contents
+    assert compiled.experimental_get_tracing_count() == 1
+
+
 def test_off_records_nothing_and_subclassed_models_stay_as_they_are():
     model = _model(every=0)
     model.compile("sgd", "sparse_categorical_crossentropy")

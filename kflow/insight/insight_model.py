@@ -286,6 +286,7 @@ class InsightModel(keras.Model):
         if self.train_function is not None and not force:
             return self.train_function
         object.__setattr__(self, "_grad_stats", None)
+        self._build_optimizer()
         super().make_train_function(force=True)  # Keras' own: the plain executions
         if self._records():
             capacity = 1 + SPARE_ROWS
@@ -296,6 +297,20 @@ class InsightModel(keras.Model):
                     self, self.train_function,
                     _recording_execution(self, state, self.train_function), state)
         return self.train_function
+
+    def _build_optimizer(self) -> None:
+        """Creates the optimizer's slot variables now, as Keras does under a strategy.
+
+        Without an explicit strategy Keras defers them to the first trace of
+        the train function, and a `tf.function` that creates variables while
+        it is traced is traced twice: every train function (Keras' own and the
+        recording one) paid for two traces of the train step.
+        """
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is None or optimizer.built or not self.trainable_variables:
+            return
+        with self.distribute_strategy.scope():
+            optimizer.build(self.trainable_variables)
 
     def _records(self) -> bool:
         return (self.grad_log_every > 0 and keras.backend.backend() == "tensorflow"
@@ -416,7 +431,7 @@ def _recording_execution(model: InsightModel, state: _GradStatsState,
 
     if model.run_eagerly:
         return execution
-    return tf.function(execution, reduce_retracing=True)
+    return tf.function(execution, reduce_retracing=True, autograph=False)
 
 
 def as_insight_model(model: keras.Model, grad_log_every: int = 10) -> keras.Model:
