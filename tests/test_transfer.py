@@ -228,6 +228,11 @@ def test_bad_backbone_settings_are_config_errors_that_say_what_is_valid(tmp_path
     with pytest.raises(ConfigError, match="not available for digits-cnn"):
         Trainer("digits-cnn", set_args=["backbone=pretrain"])
     trainer = Trainer("digits-cnn", verbose=0, set_args=[f"backbone={tmp_path / 'nope'}"])
+    with pytest.raises(ConfigError, match="does not exist: give a trained kflow run directory "
+                                          ".* or a KerasHub preset folder"):
+        trainer.build_model(trainer.splits().train)
+    (tmp_path / "empty").mkdir()
+    trainer = Trainer("digits-cnn", verbose=0, set_args=[f"backbone={tmp_path / 'empty'}"])
     with pytest.raises(ConfigError, match="not a trained kflow run"):
         trainer.build_model(trainer.splits().train)
 

@@ -324,6 +324,11 @@ class TransferLearning:
         from kflow.run.model_file import load_model_file
 
         path = self.backbone_run()
+        if not path.exists():
+            raise ConfigError(
+                f"backbone {str(path)!r} does not exist: give a trained kflow run directory "
+                "(runs/digits-cnn-1a2b3c4d) or a KerasHub preset folder (config.json, "
+                "metadata.json, model.weights.h5).")
         rd = RunDir(path)
         if not rd.model.is_file():
             raise ConfigError(
