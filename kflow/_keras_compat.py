@@ -29,6 +29,7 @@ __all__ = [
     "ema_weights_in_model",
     "reduce_step_outputs",
     "keras_train_step_function",
+    "keras_multi_step_function",
 ]
 
 #: The Keras versions the touches below were checked against.
@@ -291,13 +292,28 @@ def keras_train_step_function(train_function: Any) -> Callable[[Any], Any] | Non
     functions (a second trace costs 1-2 s on a small CNN). Checked against
     Keras 3.15.1.
     """
-    code = getattr(train_function, "__code__", None)
-    closure = getattr(train_function, "__closure__", None) or ()
-    if code is None or "one_step_on_data" not in code.co_freevars:
+    return _closure_function(train_function, "one_step_on_data")
+
+
+def keras_multi_step_function(train_function: Any) -> Callable[[Any], Any] | None:
+    """The compiled multi-step function inside Keras' `model.train_function`, or `None`.
+
+    The closure variable `multi_step_on_iterator` of the same private
+    `_make_function` (a `tf.function` unless the model runs eagerly): its
+    tracing count tells how often Keras' train step was traced. Checked
+    against Keras 3.15.1.
+    """
+    return _closure_function(train_function, "multi_step_on_iterator")
+
+
+def _closure_function(function: Any, name: str) -> Callable[[Any], Any] | None:
+    """The callable closure variable `name` of `function`, or `None`."""
+    code = getattr(function, "__code__", None)
+    closure = getattr(function, "__closure__", None) or ()
+    if code is None or name not in code.co_freevars:
         return None
-    cell = closure[code.co_freevars.index("one_step_on_data")]
-    step = cell.cell_contents
-    return step if callable(step) else None
+    value = closure[code.co_freevars.index(name)].cell_contents
+    return value if callable(value) else None
 
 
 def install_multi_worker_reduce() -> None:

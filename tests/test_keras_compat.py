@@ -240,3 +240,8 @@ def test_keras_train_function_holds_its_one_step_function():
     logs = step((x, y))
     assert set(logs) == {"loss"} and np.isfinite(float(logs["loss"]))
     assert compat.keras_train_step_function(lambda it: it) is None
+    compiled = compat.keras_multi_step_function(model.train_function)
+    assert compiled is not None and compiled.experimental_get_tracing_count() >= 0, (
+        "Keras' train function no longer has a compiled closure variable "
+        f"`multi_step_on_iterator` (Keras {keras.__version__}); the test that each train "
+        "function is traced once cannot read its tracing count")

@@ -97,9 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 with quiet_stderr(debug):  # a recipe's own imports may start TensorFlow
                     check_recipe_early(args)
-            if getattr(args, "needs_tensorflow", False) and not getattr(args, "workers", None):
-                _start_tensorflow(args.devices, debug, stack, (
-                    getattr(args, "intra_op_threads", 0), getattr(args, "inter_op_threads", 0)))
+                if not getattr(args, "workers", None):
+                    _start_tensorflow(args.devices, debug, stack, (
+                        getattr(args, "intra_op_threads", 0),
+                        getattr(args, "inter_op_threads", 0)))
             code = int(args.func(args) or 0)
             sys.stdout.flush()  # a closed pipe fails here, not at exit
             return code
@@ -131,17 +132,11 @@ def _start_tensorflow(devices: int | None, debug: bool, stack: contextlib.ExitSt
 
     if devices is not None and devices < 1:
         raise ConfigError(f"--devices must be an int >= 1. Got {devices} instead.")
+    from kflow.cli.quiet import configure_before_devices, filter_stderr, import_tensorflow_quietly
+
     if debug:  # everything visible
-        if any(op_threads):
-            from kflow.serve.server import configure_tensorflow_threads
-
-            configure_tensorflow_threads(*op_threads)
-        if devices is not None:
-            from kflow.training.strategy import split_cpu
-
-            split_cpu(devices)
+        configure_before_devices(devices, op_threads)
         return
-    from kflow.cli.quiet import filter_stderr, import_tensorflow_quietly
 
     import_tensorflow_quietly(devices, op_threads)
     stack.enter_context(filter_stderr())

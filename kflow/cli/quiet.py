@@ -194,18 +194,30 @@ def import_tensorflow_quietly(devices: int | None = None,
                 pass
     import tensorflow as tf  # raises with a visible message if broken
 
+    with _quiet_fd2():  # device probing also logs
+        configure_before_devices(devices, op_threads)  # errors: reported once stderr is back
+        if not os.environ.get("TF_CONFIG") and "SLURM_PROCID" not in os.environ:
+            # A multi-worker strategy must be created before the devices start.
+            tf.config.list_logical_devices()
+
+
+def configure_before_devices(devices: int | None = None,
+                             op_threads: tuple[int, int] = (0, 0)) -> None:
+    """What must be set before TensorFlow's devices start: op threads, the CPU split.
+
+    Args:
+        devices: Logical CPU devices (`kflow.training.strategy.split_cpu`);
+            `None`: no split.
+        op_threads: Intra-op and inter-op thread counts (0: TensorFlow decides).
+    """
     if any(op_threads):
         from kflow.serve.server import configure_tensorflow_threads
 
         configure_tensorflow_threads(*op_threads)
-    with _quiet_fd2():  # device probing also logs
-        if devices is not None:
-            from kflow.training.strategy import split_cpu
+    if devices is not None:
+        from kflow.training.strategy import split_cpu
 
-            split_cpu(devices)  # errors are exceptions, reported once stderr is back
-        if not os.environ.get("TF_CONFIG") and "SLURM_PROCID" not in os.environ:
-            # A multi-worker strategy must be created before the devices start.
-            tf.config.list_logical_devices()
+        split_cpu(devices)
 
 
 @contextlib.contextmanager
