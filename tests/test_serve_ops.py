@@ -318,3 +318,51 @@ def test_kflow_serve_starts_with_one_op_thread(base):
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def test_kflow_serve_sets_its_collector_thresholds_and_restores_them(monkeypatch):
+    import gc
+
+    from kflow.serve import server as server_module
+    from kflow.serve.gc_policy import SERVING_GC_THRESHOLDS
+
+    seen = []
+
+    async def fake_serve(base, options, on_ready):
+        seen.append(gc.get_threshold())
+
+    before = gc.get_threshold()
+    monkeypatch.setattr(server_module, "serve", fake_serve)
+    assert server_module.run_server("unused") == 0
+    assert seen == [SERVING_GC_THRESHOLDS]
+    assert gc.get_threshold() == before
+
+
+def test_tuned_collector_still_collects_reference_cycles():
+    import gc
+    import weakref
+
+    from kflow.serve.gc_policy import tune_gc_for_serving
+
+    class Node:
+        pass
+
+    previous = tune_gc_for_serving()
+    try:
+        gc.collect()
+        collected = []
+        first = Node()
+        first.self = first  # a cycle: only the collector frees it
+        weakref.finalize(first, collected.append, True)
+        del first
+        # Requests' objects die by reference counting; accumulated cycles are
+        # still collected once the (raised) young threshold is passed.
+        garbage = []
+        for _ in range(3 * gc.get_threshold()[0] // 2):
+            node = Node()
+            node.self = node
+            garbage.append(node)
+        garbage.clear()
+        assert collected == [True]
+    finally:
+        gc.set_threshold(*previous)

@@ -11,6 +11,7 @@ instead of aiohttp's `text/plain` answer and logged traceback.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kflow.serve.config import ServerOptions
+from kflow.serve.gc_policy import tune_gc_for_serving
 from kflow.serve.manager import ModelManager
 from kflow.serve.metrics import ServingMetrics
 from kflow.serve.rest import RestApi
@@ -184,7 +186,11 @@ def run_server(base: str | Path | None, options: ServerOptions | None = None,
     """Blocking :func:`serve`; returns 0 after a graceful shutdown."""
     if options is not None:
         configure_tensorflow_threads(options.intra_op_threads, options.inter_op_threads)
-    asyncio.run(serve(base, options, on_ready))
+    previous = tune_gc_for_serving()  # this process is the server's: see gc_policy
+    try:
+        asyncio.run(serve(base, options, on_ready))
+    finally:
+        gc.set_threshold(*previous)
     return 0
 
 
