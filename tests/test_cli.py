@@ -91,3 +91,18 @@ def test_debug_shows_the_traceback():
     assert out.returncode == 2
     assert "Traceback (most recent call last)" in out.stderr
     assert "kflow: error: The 'dropout' parameter" in out.stderr
+
+
+def test_a_command_runs_with_the_process_collector_thresholds(monkeypatch, tmp_path):
+    import gc
+
+    from kflow.cli import compare
+    from kflow.cli.main import main
+    from kflow.gc_policy import PROCESS_GC_THRESHOLDS
+
+    seen = []
+    monkeypatch.setattr(compare, "run", lambda args: seen.append(gc.get_threshold()) or 0)
+    before = gc.get_threshold()
+    assert main(["compare", str(tmp_path)]) == 0
+    assert seen == [PROCESS_GC_THRESHOLDS]
+    assert gc.get_threshold() == before  # restored for whoever called main()

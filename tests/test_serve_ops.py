@@ -323,8 +323,8 @@ def test_kflow_serve_starts_with_one_op_thread(base):
 def test_kflow_serve_sets_its_collector_thresholds_and_restores_them(monkeypatch):
     import gc
 
+    from kflow.gc_policy import PROCESS_GC_THRESHOLDS
     from kflow.serve import server as server_module
-    from kflow.serve.gc_policy import SERVING_GC_THRESHOLDS
 
     seen = []
 
@@ -334,7 +334,7 @@ def test_kflow_serve_sets_its_collector_thresholds_and_restores_them(monkeypatch
     before = gc.get_threshold()
     monkeypatch.setattr(server_module, "serve", fake_serve)
     assert server_module.run_server("unused") == 0
-    assert seen == [SERVING_GC_THRESHOLDS]
+    assert seen == [PROCESS_GC_THRESHOLDS]
     assert gc.get_threshold() == before
 
 
@@ -342,13 +342,12 @@ def test_tuned_collector_still_collects_reference_cycles():
     import gc
     import weakref
 
-    from kflow.serve.gc_policy import tune_gc_for_serving
+    from kflow.gc_policy import tuned_gc
 
     class Node:
         pass
 
-    previous = tune_gc_for_serving()
-    try:
+    with tuned_gc():
         gc.collect()
         collected = []
         first = Node()
@@ -364,5 +363,3 @@ def test_tuned_collector_still_collects_reference_cycles():
             garbage.append(node)
         garbage.clear()
         assert collected == [True]
-    finally:
-        gc.set_threshold(*previous)

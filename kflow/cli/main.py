@@ -88,9 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from kflow.errors import KflowError
+    from kflow.gc_policy import tuned_gc
 
     try:
         with contextlib.ExitStack() as stack:
+            stack.enter_context(tuned_gc())  # the command owns this process: see gc_policy
             if getattr(args, "needs_tensorflow", False):
                 from kflow.cli.common import check_recipe_early
                 from kflow.cli.quiet import quiet_stderr

@@ -11,7 +11,6 @@ instead of aiohttp's `text/plain` answer and logged traceback.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -22,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from kflow.gc_policy import tuned_gc
 from kflow.serve.config import ServerOptions
-from kflow.serve.gc_policy import tune_gc_for_serving
 from kflow.serve.manager import ModelManager
 from kflow.serve.metrics import ServingMetrics
 from kflow.serve.rest import RestApi
@@ -186,11 +185,8 @@ def run_server(base: str | Path | None, options: ServerOptions | None = None,
     """Blocking :func:`serve`; returns 0 after a graceful shutdown."""
     if options is not None:
         configure_tensorflow_threads(options.intra_op_threads, options.inter_op_threads)
-    previous = tune_gc_for_serving()  # this process is the server's: see gc_policy
-    try:
+    with tuned_gc():  # this process is the server's: see kflow.gc_policy
         asyncio.run(serve(base, options, on_ready))
-    finally:
-        gc.set_threshold(*previous)
     return 0
 
 
