@@ -754,18 +754,26 @@ def parse_examples(doc: Mapping) -> list[bytes]:
 def _format_floats_small(values: list[float], double: bool) -> list[str]:
     """`format_decimal` for a few values (NumPy's per-call cost would dominate)."""
     out = []
+    append = out.append
     for v in values:
-        if v != v or v in (math.inf, -math.inf):
-            out.append(format_decimal(v))
+        text = _G6(v)
+        if text[-1] in "nf":  # nan, inf, -inf: format_decimal's tokens
+            append(format_decimal(v))
             continue
-        text = format(v, ".6g")
         if double:
             if float(text) != v:
-                text = format(v, ".17g")
-        elif _to_f32(float(text)) != v:
-            text = format(v, ".9g")
-        out.append(text if ("." in text or "e" in text) else text + ".0")
+                text = _G17(v)
+        else:
+            try:
+                if _F32_UNPACK(_F32_PACK(float(text)))[0] != v:
+                    text = _G9(v)
+            except OverflowError:  # rounds past float32's range: not a round trip
+                text = _G9(v)
+        append(text if ("." in text or "e" in text) else text + ".0")
     return out
+
+
+_G6, _G9, _G17 = "{:.6g}".format, "{:.9g}".format, "{:.17g}".format
 
 
 def _to_f32(x: float) -> float:
@@ -776,6 +784,7 @@ def _to_f32(x: float) -> float:
 
 
 _F32 = struct.Struct("f")
+_F32_PACK, _F32_UNPACK = _F32.pack, _F32.unpack
 
 
 def _format_flat(arr: np.ndarray, as_bytes: bool) -> list[str]:
@@ -827,9 +836,10 @@ def _nest(flat: list[str], shape: tuple[int, ...], keep: int = 0) -> list[str]:
     items = flat
     for k in range(len(shape) - 1, keep - 1, -1):
         d = shape[k]
-        groups = int(np.prod(shape[:k], dtype=np.int64)) if k else 1
         if d == 0:
-            items = ["[]"] * groups
+            items = ["[]"] * math.prod(shape[:k])
+        elif d == 1:
+            items = ["[" + item + "]" for item in items]
         else:
             items = ["[" + ",".join(items[i:i + d]) + "]" for i in range(0, len(items), d)]
     return items

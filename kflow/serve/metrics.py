@@ -7,6 +7,7 @@ keep working, and `kflow_serve_*` metrics that also carry the model version.
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -81,10 +82,8 @@ class Histogram(_Metric):
             data = self._data.get(labels)
             if data is None:
                 data = self._data[labels] = [[0] * len(self.buckets), 0.0, 0]
-            for i, bound in enumerate(self.buckets):
-                if value <= bound:
-                    data[0][i] += 1
-                    break
+            if value == value:  # NaN falls in no bucket
+                data[0][bisect.bisect_left(self.buckets, value)] += 1
             data[1] += value
             data[2] += 1
 
