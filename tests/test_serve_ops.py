@@ -322,6 +322,7 @@ def test_kflow_serve_starts_with_one_op_thread(base):
 
 def test_kflow_serve_sets_its_collector_thresholds_and_restores_them(monkeypatch):
     import gc
+    import sys
 
     from kflow.gc_policy import PROCESS_GC_THRESHOLDS
     from kflow.serve import server as server_module
@@ -329,13 +330,13 @@ def test_kflow_serve_sets_its_collector_thresholds_and_restores_them(monkeypatch
     seen = []
 
     async def fake_serve(base, options, on_ready):
-        seen.append(gc.get_threshold())
+        seen.append((gc.get_threshold(), sys.getswitchinterval()))
 
-    before = gc.get_threshold()
+    before = (gc.get_threshold(), sys.getswitchinterval())
     monkeypatch.setattr(server_module, "serve", fake_serve)
     assert server_module.run_server("unused") == 0
-    assert seen == [PROCESS_GC_THRESHOLDS]
-    assert gc.get_threshold() == before
+    assert seen == [(PROCESS_GC_THRESHOLDS, pytest.approx(server_module.GIL_SWITCH_INTERVAL_S))]
+    assert (gc.get_threshold(), sys.getswitchinterval()) == before
 
 
 def test_tuned_collector_still_collects_reference_cycles():

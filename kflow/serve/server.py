@@ -28,6 +28,12 @@ from kflow.serve.metrics import ServingMetrics
 from kflow.serve.rest import RestApi
 
 KEEPALIVE_TIMEOUT_S = 75.0  # idle keep-alive connections are closed after this
+# How long a thread may hold the GIL while another waits for it (CPython: 5 ms).
+# The event-loop thread gives the GIL up at every socket call and then waits for
+# it behind the model threads (the convoy effect); at 0.2 ms it gets it back
+# sooner. bench_serving at 32 clients on digits-cnn, 6 interleaved rounds:
+# median 2,676 req/s at 5 ms, 2,997 at 0.2 ms, 3,015 at 0.05 ms.
+GIL_SWITCH_INTERVAL_S = 0.0002
 
 __all__ = ["ModelServer", "ServerThread", "serve", "run_server", "configure_logging"]
 
@@ -185,8 +191,13 @@ def run_server(base: str | Path | None, options: ServerOptions | None = None,
     """Blocking :func:`serve`; returns 0 after a graceful shutdown."""
     if options is not None:
         configure_tensorflow_threads(options.intra_op_threads, options.inter_op_threads)
-    with tuned_gc():  # this process is the server's: see kflow.gc_policy
-        asyncio.run(serve(base, options, on_ready))
+    previous_interval = sys.getswitchinterval()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    try:
+        with tuned_gc():  # this process is the server's: see kflow.gc_policy
+            asyncio.run(serve(base, options, on_ready))
+    finally:
+        sys.setswitchinterval(previous_interval)
     return 0
 
 
