@@ -267,7 +267,7 @@ def test_kflow_serve_command_errors(tmp_path, capsys):
 _THREADS = """
 import json
 from kflow.errors import ConfigError
-from kflow.serve.server import configure_tensorflow_threads
+from kflow.training.strategy import configure_tensorflow_threads
 configure_tensorflow_threads(1, 2)
 import tensorflow as tf
 out = [tf.config.threading.get_intra_op_parallelism_threads(),

@@ -211,7 +211,7 @@ def configure_before_devices(devices: int | None = None,
         op_threads: Intra-op and inter-op thread counts (0: TensorFlow decides).
     """
     if any(op_threads):
-        from kflow.serve.server import configure_tensorflow_threads
+        from kflow.training.strategy import configure_tensorflow_threads
 
         configure_tensorflow_threads(*op_threads)
     if devices is not None:

@@ -763,12 +763,8 @@ def _format_floats_small(values: list[float], double: bool) -> list[str]:
         if double:
             if float(text) != v:
                 text = _G17(v)
-        else:
-            try:
-                if _F32_UNPACK(_F32_PACK(float(text)))[0] != v:
-                    text = _G9(v)
-            except OverflowError:  # rounds past float32's range: not a round trip
-                text = _G9(v)
+        elif _to_f32(float(text)) != v:
+            text = _G9(v)
         append(text if ("." in text or "e" in text) else text + ".0")
     return out
 
@@ -784,7 +780,6 @@ def _to_f32(x: float) -> float:
 
 
 _F32 = struct.Struct("f")
-_F32_PACK, _F32_UNPACK = _F32.pack, _F32.unpack
 
 
 def _format_flat(arr: np.ndarray, as_bytes: bool) -> list[str]:

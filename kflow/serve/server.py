@@ -26,6 +26,7 @@ from kflow.serve.config import ServerOptions
 from kflow.serve.manager import ModelManager
 from kflow.serve.metrics import ServingMetrics
 from kflow.serve.rest import RestApi
+from kflow.training.strategy import configure_tensorflow_threads
 
 KEEPALIVE_TIMEOUT_S = 75.0  # idle keep-alive connections are closed after this
 # How long a thread may hold the GIL while another waits for it (CPython: 5 ms).
@@ -199,39 +200,6 @@ def run_server(base: str | Path | None, options: ServerOptions | None = None,
     finally:
         sys.setswitchinterval(previous_interval)
     return 0
-
-
-def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
-    """Sets TensorFlow's op thread pools (0 leaves TensorFlow's choice).
-
-    Raises:
-        ConfigError: A count is negative, or TensorFlow already runs with other
-            settings (they can only be set before its first op).
-    """
-    from kflow.errors import ConfigError
-
-    for value, flag in ((intra_op, "intra"), (inter_op, "inter")):
-        if value < 0:
-            raise ConfigError(f"--tensorflow-{flag}-op-parallelism must be >= 0 (0: "
-                              f"TensorFlow decides). Got {value}.")
-    if not intra_op and not inter_op:
-        return
-    import tensorflow as tf
-
-    for value, getter, setter, flag in (
-            (intra_op, tf.config.threading.get_intra_op_parallelism_threads,
-             tf.config.threading.set_intra_op_parallelism_threads, "intra"),
-            (inter_op, tf.config.threading.get_inter_op_parallelism_threads,
-             tf.config.threading.set_inter_op_parallelism_threads, "inter")):
-        if not value or getter() == value:
-            continue
-        try:
-            setter(value)
-        except RuntimeError:
-            raise ConfigError(
-                f"TensorFlow already started with {getter()} {flag}-op threads; "
-                f"--tensorflow-{flag}-op-parallelism {value} must be set before it "
-                "runs its first op.") from None
 
 
 class _JsonLineFormatter(logging.Formatter):

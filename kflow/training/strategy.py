@@ -1,4 +1,5 @@
-"""Choosing the `tf.distribute` strategy a run trains under."""
+"""Choosing the `tf.distribute` strategy a run trains under, and what must be set
+before TensorFlow starts its devices (the CPU split, op thread pools)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,42 @@ import logging
 
 from kflow.errors import ConfigError, did_you_mean
 
-__all__ = ["STRATEGIES", "resolve_strategy", "describe_strategy", "split_cpu"]
+__all__ = ["STRATEGIES", "resolve_strategy", "describe_strategy", "split_cpu",
+           "configure_tensorflow_threads"]
 
 STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
 log = logging.getLogger("kflow")
+
+
+def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
+    """Sets TensorFlow's op thread pools (0 leaves TensorFlow's choice).
+
+    Raises:
+        ConfigError: A count is negative, or TensorFlow already runs with other
+            settings (they can only be set before its first op).
+    """
+    for value, flag in ((intra_op, "intra"), (inter_op, "inter")):
+        if value < 0:
+            raise ConfigError(f"--tensorflow-{flag}-op-parallelism must be >= 0 (0: "
+                              f"TensorFlow decides). Got {value}.")
+    if not intra_op and not inter_op:
+        return
+    import tensorflow as tf
+
+    for value, getter, setter, flag in (
+            (intra_op, tf.config.threading.get_intra_op_parallelism_threads,
+             tf.config.threading.set_intra_op_parallelism_threads, "intra"),
+            (inter_op, tf.config.threading.get_inter_op_parallelism_threads,
+             tf.config.threading.set_inter_op_parallelism_threads, "inter")):
+        if not value or getter() == value:
+            continue
+        try:
+            setter(value)
+        except RuntimeError:
+            raise ConfigError(
+                f"TensorFlow already started with {getter()} {flag}-op threads; "
+                f"--tensorflow-{flag}-op-parallelism {value} must be set before it "
+                "runs its first op.") from None
 
 
 def split_cpu(devices: int) -> None:
